@@ -1,0 +1,3 @@
+"""lakeFS webhook receiver: validates action webhooks and publishes commit events."""
+
+__all__: list[str] = []

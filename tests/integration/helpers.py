@@ -1,0 +1,121 @@
+"""Helpers for end-to-end tests: subprocesses, Kafka reads, lakeFS repos."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+KFM = [sys.executable, "-m", "worker._cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def hooks_server(env: dict[str, str], **extra: str) -> Iterator[str]:
+    """Run `kfm hooks serve` on a free port; yield its base URL."""
+    port = free_port()
+    full = {**os.environ, **env, "KFM_HOOKS_PORT": str(port), **extra}
+    log = open(ROOT / ".stack" / "logs" / f"hooks-test-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([*KFM, "hooks", "serve"], env=full, stdout=log, stderr=log, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"hooks server did not start: {(ROOT / '.stack/logs').as_posix()}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def read_since(
+    bootstrap: str, topic: str, start: dict[int, int], *, want: int = 0, timeout: float = 20.0
+) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """Records after ``start`` offsets; waits until ``want`` arrive or the timeout.
+
+    With want=0, reads up to the current end (used to assert nothing arrived).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    out: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(start)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, start[tp.partition])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                out.extend((r.key, r.value, list(r.headers)) for r in records)
+            if want and len(out) >= want:
+                await asyncio.sleep(1.0)  # catch any extra duplicates
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out.extend((r.key, r.value, list(r.headers)) for r in records)
+                break
+            if not want:
+                ends = await consumer.end_offsets(tps)
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=headers) as r:
+        try:
+            payload = await r.json(content_type=None)
+        except ValueError:
+            payload = {"raw": await r.text()}
+        return r.status, payload
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,198 @@
+"""Kafka producer and topic administration over aiokafka.
+
+Why our own wrapper: every publish in this project must be durable before we
+answer anyone (acks=all, idempotent producer), must carry trace context, and
+must turn aiokafka's many exception types into :class:`TransientError`.
+
+Why each send is a transaction: aiokafka has no delivery timeout; a record
+whose send we gave up on stays in the producer and is delivered when the
+broker returns, after we already answered "failed". Sending inside a
+transaction that we only commit after the acknowledgement, and abandoning the
+producer on failure, makes such a record part of a never-committed (so
+aborted) transaction: consumers reading ``read_committed`` never see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from worker.errors import ConfigError, TransientError
+
+__all__ = ["Producer", "TopicSpec", "ensure_topics", "partition_count"]
+
+
+class Producer:
+    """A started, idempotent, acks=all producer. Use ``async with``."""
+
+    def __init__(self, bootstrap: str, *, timeout_s: float = 10.0, max_message_bytes: int = 1 << 20):
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._max = max_message_bytes
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._abandoned: set[asyncio.Task[None]] = set()
+        # One open transaction per producer at a time.
+        self._send_lock = asyncio.Lock()
+
+    async def _ensure(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is not None:
+                return self._producer
+            timeout_ms = int(self._timeout_s * 1000)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                # A message not delivered within the timeout expires in the
+                # accumulator, so a 503 we answered is never published later.
+                request_timeout_ms=timeout_ms,
+                max_request_size=self._max + 64 * 1024,
+                linger_ms=0,
+                transactional_id=f"kfm-{uuid.uuid4()}",
+                # The broker aborts a transaction we abandoned after this long.
+                transaction_timeout_ms=max(timeout_ms * 2, 10_000),
+            )
+            try:
+                await asyncio.wait_for(producer.start(), self._timeout_s)
+            except (KafkaError, OSError, TimeoutError) as e:
+                await producer.stop()
+                raise TransientError(f"Kafka at {self._bootstrap} unreachable: {type(e).__name__}") from e
+            self._producer = producer
+            return producer
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> tuple[int, int]:
+        """Publish and wait for the broker's acknowledgement.
+
+        Returns:
+            (partition, offset) of the stored record.
+
+        Raises:
+            TransientError: not acknowledged within the timeout.
+        """
+        producer = await self._ensure()
+
+        async def _txn() -> tuple[int, int]:
+            await producer.begin_transaction()
+            meta = await producer.send_and_wait(
+                topic, value=value, key=key, headers=list(headers), partition=partition
+            )
+            await producer.commit_transaction()
+            return int(meta.partition), int(meta.offset)
+
+        async with self._send_lock:
+            try:
+                return await asyncio.wait_for(_txn(), self._timeout_s)
+            except (KafkaError, OSError, TimeoutError) as e:
+                self._abandon(producer)
+                raise TransientError(f"publish to {topic} failed: {type(e).__name__}") from e
+
+    def _abandon(self, producer: AIOKafkaProducer) -> None:
+        """Drop a producer whose transaction may be open; never commit it."""
+        if self._producer is producer:
+            self._producer = None
+
+        async def _stop() -> None:
+            try:
+                await asyncio.wait_for(producer.stop(), 5.0)
+            except (KafkaError, OSError, TimeoutError):
+                pass
+
+        task = asyncio.get_running_loop().create_task(_stop())
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def ping(self) -> None:
+        """Readiness: the cluster answers a metadata request.
+
+        Raises:
+            TransientError: it does not.
+        """
+        producer = await self._ensure()
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), self._timeout_s)
+        except (KafkaError, OSError, TimeoutError) as e:
+            raise TransientError(f"Kafka metadata failed: {type(e).__name__}") from e
+
+    async def aclose(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class TopicSpec:
+    def __init__(self, name: str, partitions: int, *, exact: bool = False):
+        self.name = name
+        self.partitions = partitions
+        # exact: the topic must have exactly this many partitions (the writer topic).
+        self.exact = exact
+
+
+async def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await admin.start()
+        desc = await admin.describe_topics([topic])
+    except (KafkaError, OSError) as e:
+        raise TransientError(f"describe {topic} failed: {type(e).__name__}") from e
+    finally:
+        await admin.close()
+    for t in desc:
+        if t.get("topic") == topic and not t.get("error_code"):
+            return len(t.get("partitions", []))
+    return None
+
+
+async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 10.0) -> None:
+    """Create missing topics; refuse to run if an exact-count topic has more partitions.
+
+    Raises:
+        ConfigError: a single-partition topic has more than one partition.
+        TransientError: the cluster did not answer.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        desc = await admin.describe_topics([s.name for s in specs if s.exact])
+    except (KafkaError, OSError) as e:
+        raise TransientError(f"topic administration failed: {type(e).__name__}: {e}") from e
+    finally:
+        await admin.close()
+    counts = {d["topic"]: len(d.get("partitions", [])) for d in desc}
+    for s in specs:
+        if s.exact and counts.get(s.name, s.partitions) != s.partitions:
+            raise ConfigError(
+                f"topic {s.name} has {counts[s.name]} partitions; it must have exactly "
+                f"{s.partitions} (it orders the ledger)"
+            )

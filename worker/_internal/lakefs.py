@@ -1,0 +1,203 @@
+"""lakeFS access through lakefs-sdk, off the event loop.
+
+lakefs-sdk is a blocking client; every call runs in a thread
+(``asyncio.to_thread``) so agents never block the loop. Object reads stream
+to a file in chunks (``_preload_content=False``) so memory does not grow with
+object size. SDK exceptions become :class:`TransientError` (server/transport)
+or :class:`IntegrityError` (4xx: the thing is not there or not allowed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import lakefs_sdk
+from lakefs_sdk.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from worker.config import Settings
+from worker.errors import IntegrityError, TransientError
+
+__all__ = ["CommitInfo", "LakeFS", "LakeFSNotFound", "ObjectInfo"]
+
+T = TypeVar("T")
+_CHUNK = 1 << 20
+
+
+class LakeFSNotFound(IntegrityError):
+    """The repository, ref or object does not exist."""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    parents: tuple[str, ...]
+    meta_range_id: str
+    message: str
+    committer: str
+    creation_date: datetime
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    path: str
+    size: int
+    checksum: str  # lakeFS's own checksum (the block store ETag), not SHA-256
+
+
+class LakeFS:
+    def __init__(self, settings: Settings):
+        cfg = lakefs_sdk.Configuration(
+            host=settings.lakefs_endpoint.rstrip("/") + "/api/v1",
+            username=settings.lakefs_access_key_id,
+            password=settings.lakefs_secret_access_key,
+        )
+        self._client = lakefs_sdk.ApiClient(cfg)
+        self._host = cfg.host
+        self._auth = cfg.get_basic_auth_token()
+        self.commits = lakefs_sdk.CommitsApi(self._client)
+        self.objects = lakefs_sdk.ObjectsApi(self._client)
+        self.tags = lakefs_sdk.TagsApi(self._client)
+        self.branches = lakefs_sdk.BranchesApi(self._client)
+        self.refs = lakefs_sdk.RefsApi(self._client)
+        self.repos = lakefs_sdk.RepositoriesApi(self._client)
+        self.experimental = lakefs_sdk.ExperimentalApi(self._client)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one SDK call in a worker thread, translating its errors."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except ApiException as e:
+            status = e.status or 0
+            if status == 404:
+                raise LakeFSNotFound(f"lakeFS: not found ({fn.__name__})") from e
+            if 400 <= status < 500:
+                raise IntegrityError(f"lakeFS refused {fn.__name__}: {status} {e.reason}") from e
+            raise TransientError(f"lakeFS {fn.__name__}: {status} {e.reason}") from e
+        except (HTTPError, OSError) as e:
+            raise TransientError(f"lakeFS {fn.__name__}: {type(e).__name__}") from e
+
+    async def get_commit(self, repo: str, ref: str) -> CommitInfo:
+        c = await self.call(self.commits.get_commit, repo, ref)
+        return CommitInfo(
+            id=c.id,
+            parents=tuple(c.parents),
+            meta_range_id=c.meta_range_id or "",
+            message=c.message,
+            committer=c.committer,
+            creation_date=datetime.fromtimestamp(c.creation_date, tz=UTC),
+            metadata=dict(c.metadata or {}),
+        )
+
+    async def ensure_tag(self, repo: str, tag: str, commit_id: str) -> None:
+        """Create a tag on the commit; an existing tag on the same commit is fine.
+
+        Raises:
+            IntegrityError: the tag exists and points elsewhere.
+        """
+        try:
+            await self.call(self.tags.create_tag, repo, lakefs_sdk.TagCreation(id=tag, ref=commit_id))
+        except IntegrityError:
+            existing = await self.call(self.tags.get_tag, repo, tag)
+            if existing.commit_id != commit_id:
+                raise IntegrityError(f"tag {tag} points to {existing.commit_id}, not {commit_id}") from None
+
+    async def list_objects(self, repo: str, ref: str, prefix: str = "") -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        after = ""
+        while True:
+            page = await self.call(
+                self.objects.list_objects, repo, ref, prefix=prefix or None, after=after or None, amount=1000
+            )
+            for o in page.results:
+                if o.path_type == "object":
+                    out.append(ObjectInfo(path=o.path, size=int(o.size_bytes or 0), checksum=o.checksum))
+            if not page.pagination.has_more:
+                return out
+            after = page.pagination.next_offset
+
+    async def download(self, repo: str, ref: str, path: str, dest: Path, max_bytes: int) -> tuple[int, str]:
+        """Stream an object to ``dest``; return (size, sha256 hex).
+
+        Raises:
+            IntegrityError: larger than ``max_bytes`` (the partial file is removed).
+        """
+
+        def _run() -> tuple[int, str]:
+            # The generated SDK reads whole bodies into memory even with
+            # _preload_content=False, so stream through its urllib3 pool.
+            url = f"{self._host}/repositories/{quote(repo, safe='')}/refs/{quote(ref, safe='')}/objects"
+            raw = self._client.rest_client.pool_manager.request(
+                "GET",
+                url,
+                fields={"path": path},
+                headers={"Authorization": self._auth},
+                preload_content=False,
+            )
+            try:
+                if raw.status == 404:
+                    raise LakeFSNotFound(f"lakeFS object {repo}/{ref}/{path} not found")
+                if raw.status >= 400:
+                    err = IntegrityError if raw.status < 500 else TransientError
+                    raise err(f"lakeFS get_object {path}: {raw.status}")
+                h, n = hashlib.sha256(), 0
+                try:
+                    with dest.open("wb") as f:
+                        for chunk in raw.stream(_CHUNK):
+                            n += len(chunk)
+                            if n > max_bytes:
+                                raise IntegrityError(f"lakeFS object {path} exceeds {max_bytes} bytes")
+                            h.update(chunk)
+                            f.write(chunk)
+                except BaseException:
+                    dest.unlink(missing_ok=True)
+                    raise
+            finally:
+                raw.release_conn()
+            return n, h.hexdigest()
+
+        return await self.call(_run)
+
+    async def read(self, repo: str, ref: str, path: str, max_bytes: int) -> bytes:
+        data = await self.call(self.objects.get_object, repo, ref, path)
+        if len(data) > max_bytes:
+            raise IntegrityError(f"lakeFS object {path} exceeds {max_bytes} bytes")
+        return bytes(data)
+
+    async def upload(self, repo: str, branch: str, path: str, content: bytes | Path) -> None:
+        data = content.read_bytes() if isinstance(content, Path) else content
+        await self.call(self.objects.upload_object, repo, branch, path, content=data)
+
+    async def commit(self, repo: str, branch: str, message: str, metadata: dict[str, str] | None = None) -> str:
+        c = await self.call(
+            self.commits.commit, repo, branch, lakefs_sdk.CommitCreation(message=message, metadata=metadata or {})
+        )
+        return str(c.id)
+
+    async def branch_head(self, repo: str, branch: str) -> str:
+        ref = await self.call(self.branches.get_branch, repo, branch)
+        return str(ref.commit_id)
+
+    async def create_branch(self, repo: str, name: str, source: str) -> None:
+        await self.call(self.branches.create_branch, repo, lakefs_sdk.BranchCreation(name=name, source=source))
+
+    async def merge(self, repo: str, source: str, dest: str, message: str = "") -> str:
+        r = await self.call(self.refs.merge_into_branch, repo, source, dest, merge=lakefs_sdk.Merge(message=message))
+        return str(r.reference)
+
+    async def create_repository(self, repo: str, namespace: str, default_branch: str = "main") -> None:
+        await self.call(
+            self.repos.create_repository,
+            lakefs_sdk.RepositoryCreation(name=repo, storage_namespace=namespace, default_branch=default_branch),
+        )
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,146 @@
+"""Settings from ``KFM_*`` environment variables, validated once at start-up.
+
+Why one object: every process (hooks, agents, CLI) reads the same names, and a
+bad value fails fast with a message naming the variable instead of surfacing
+later as a confusing connection error. Every size limit for untrusted input
+lives in :class:`Limits` (tuf's habit).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from worker.errors import ConfigError
+
+__all__ = ["Limits", "Settings", "load_settings"]
+
+_PREFIX = "KFM_"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on everything that arrives from outside."""
+
+    webhook_max_bytes: int = 64 * 1024
+    message_max_bytes: int = 1024 * 1024
+    model_max_bytes: int = 8 * 1024**3
+    member_max_bytes: int = 8 * 1024**3
+    bundle_max_bytes: int = 64 * 1024**3
+    bundle_max_members: int = 100_000
+    stac_max_objects: int = 50_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Field ``foo_bar`` is read from ``KFM_FOO_BAR``."""
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    topic_prefix: str = ""
+    lakefs_endpoint: str = "http://127.0.0.1:18000"
+    lakefs_access_key_id: str = ""
+    lakefs_secret_access_key: str = field(default="", repr=False)
+    s3_endpoint: str = "http://127.0.0.1:19000"
+    s3_bucket: str = "kfm-registry"
+    s3_region: str = "us-east-1"
+    hook_token: str = field(default="", repr=False)
+    hook_token_file: str = ""
+    hooks_host: str = "127.0.0.1"
+    hooks_port: int = 18080
+    kafka_timeout_s: float = 10.0
+    signing_key: str = ""
+    trusted_keys_dir: str = ""
+    watched_branches: str = ""
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+
+    def topic(self, name: str) -> str:
+        """Physical topic name, so several registries can share one cluster."""
+        return f"{self.topic_prefix}{name}"
+
+    def resolved_hook_token(self) -> str:
+        """The webhook secret, from ``KFM_HOOK_TOKEN`` or the file it names.
+
+        Raises:
+            ConfigError: if neither is set, or the file is unreadable or empty.
+        """
+        if self.hook_token:
+            return self.hook_token
+        if not self.hook_token_file:
+            raise ConfigError("KFM_HOOK_TOKEN or KFM_HOOK_TOKEN_FILE must be set")
+        try:
+            token = Path(self.hook_token_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"KFM_HOOK_TOKEN_FILE: cannot read {self.hook_token_file}: {e.strerror}") from e
+        if len(token) < 16:
+            raise ConfigError("KFM_HOOK_TOKEN_FILE: token must be at least 16 characters")
+        return token
+
+    def branch_watched(self, branch: str) -> bool:
+        """An empty ``KFM_WATCHED_BRANCHES`` watches every branch."""
+        names = [b.strip() for b in self.watched_branches.split(",") if b.strip()]
+        return not names or branch in names
+
+
+def _coerce(name: str, raw: str, kind: Any) -> Any:
+    if kind in (int, "int"):
+        try:
+            value = int(raw)
+        except ValueError as e:
+            raise ConfigError(f"{name}={raw!r}: not an integer") from e
+        if value < 0:
+            raise ConfigError(f"{name}={raw!r}: must not be negative")
+        return value
+    if kind in (float, "float"):
+        try:
+            return float(raw)
+        except ValueError as e:
+            raise ConfigError(f"{name}={raw!r}: not a number") from e
+    return raw
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Read settings from ``env`` (default ``os.environ``) then apply ``overrides``.
+
+    Overrides come from command-line flags; ``None`` values are ignored so an
+    unset flag keeps the environment's value.
+
+    Raises:
+        ConfigError: naming the first invalid variable.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name == "limits":
+            continue
+        key = _PREFIX + f.name.upper()
+        if key in env:
+            values[f.name] = _coerce(key, env[key], f.type)
+    limit_values: dict[str, Any] = {}
+    for f in fields(Limits):
+        key = f"{_PREFIX}LIMIT_{f.name.upper()}"
+        if key in env:
+            limit_values[f.name] = _coerce(key, env[key], f.type)
+    settings = Settings(**values, limits=Limits(**limit_values))
+    if overrides:
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    for name in ("lakefs_endpoint", "s3_endpoint"):
+        url = getattr(s, name)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"KFM_{name.upper()}={url!r}: must be an http(s) URL")
+    if ":" not in s.kafka_bootstrap:
+        raise ConfigError(f"KFM_KAFKA_BOOTSTRAP={s.kafka_bootstrap!r}: expected host:port[,host:port]")
+    if not 0 < s.hooks_port < 65536:
+        raise ConfigError(f"KFM_HOOKS_PORT={s.hooks_port}: not a TCP port")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"KFM_LOG_LEVEL={s.log_level!r}: one of DEBUG, INFO, WARNING, ERROR")

@@ -1,0 +1,52 @@
+"""Every name shared between processes: topics, headers, storage keys.
+
+One place, so that hooks, agents, CLI and tests cannot drift apart
+(the arq ``constants.py`` habit).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ARTIFACTS_PREFIX",
+    "ATTESTATIONS_PREFIX",
+    "CHECKPOINTS_PREFIX",
+    "DSSE_PAYLOAD_TYPE",
+    "HEADER_REQUEST_ID",
+    "HEADER_TRACEPARENT",
+    "HOOK_TOKEN_HEADER",
+    "INDEX_JSONL_KEY",
+    "INDEX_PARQUET_KEY",
+    "META_PREFIX",
+    "TOPIC_BUNDLE_REQUESTS",
+    "TOPIC_EVENTS",
+    "TOPIC_GOVERNANCE",
+    "TOPIC_INDEX_CANDIDATES",
+    "TOPIC_ROLLBACK_REQUESTS",
+    "TOPIC_ROLLBACK_RESULTS",
+]
+
+# Kafka topics (defaults; each can be prefixed with KFM_TOPIC_PREFIX).
+TOPIC_EVENTS: Final = "kfm.lakefs.events"
+TOPIC_BUNDLE_REQUESTS: Final = "kfm.bundle.requests"
+# The writer topic: exactly one partition, so one agent appends in total order.
+TOPIC_INDEX_CANDIDATES: Final = "kfm.ledger.candidates"
+TOPIC_GOVERNANCE: Final = "kfm.governance"
+TOPIC_ROLLBACK_REQUESTS: Final = "kfm.rollback.requests"
+TOPIC_ROLLBACK_RESULTS: Final = "kfm.rollback.results"
+
+# HTTP / Kafka headers.
+HOOK_TOKEN_HEADER: Final = "X-KFM-Hook-Token"
+HEADER_TRACEPARENT: Final = "traceparent"
+HEADER_REQUEST_ID: Final = "kfm-request-id"
+
+# Registry bucket layout (spec section 2).
+ARTIFACTS_PREFIX: Final = "artifacts/"
+ATTESTATIONS_PREFIX: Final = "attestations/"
+CHECKPOINTS_PREFIX: Final = "checkpoints/"
+META_PREFIX: Final = "meta/"
+INDEX_JSONL_KEY: Final = "index/rollback-index.jsonl"
+INDEX_PARQUET_KEY: Final = "index/rollback-index.parquet"
+
+DSSE_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"

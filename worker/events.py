@@ -1,0 +1,96 @@
+"""The commit event: what every bundle starts from.
+
+A lakeFS post-commit/post-merge webhook and a manual ``kfm checkpoint`` both
+become one :class:`CommitEvent` on the events topic. Kafka values are
+untrusted input too, so the model is strict and frozen, and it is the only
+place the shape is defined (hooks produce it, the bundler consumes it).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.errors import IntegrityError
+
+__all__ = ["CommitEvent", "EventSource", "decode_event", "event_key"]
+
+EventSource = Literal["post-commit", "post-merge", "checkpoint"]
+
+# lakeFS ids: repository 3-63 lowercase/digit/dash; branch names are wider.
+_REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+_BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{64}$")
+
+Text = Annotated[str, Field(max_length=4096)]
+
+
+class CommitEvent(BaseModel):
+    """A lakeFS commit that needs a rollback bundle."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    source: EventSource
+    repository_id: str
+    branch_id: str
+    commit_id: str
+    event_time: datetime
+    action_name: Text = ""
+    hook_id: Text = ""
+    source_ref: Text = ""
+    merge_source: Text = ""
+    commit_message: Annotated[str, Field(max_length=65536)] = ""
+    committer: Text = ""
+    commit_metadata: dict[str, str] = Field(default_factory=dict, max_length=256)
+    request_id: Text = ""
+
+    @field_validator("repository_id")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not _REPO_RE.match(v):
+            raise ValueError("not a lakeFS repository id")
+        return v
+
+    @field_validator("branch_id")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        if not _BRANCH_RE.match(v) or ".." in v:
+            raise ValueError("not a lakeFS branch name")
+        return v
+
+    @field_validator("commit_id")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        if not _COMMIT_RE.match(v):
+            raise ValueError("not a lakeFS commit id (64 lowercase hex)")
+        return v
+
+    @field_validator("event_time")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.utcoffset() != UTC.utcoffset(None):
+            raise ValueError("must be a UTC timestamp")
+        return v
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+def event_key(repository_id: str, commit_id: str) -> bytes:
+    """Kafka key: the same commit always lands on the same partition."""
+    return f"{repository_id}/{commit_id}".encode()
+
+
+def decode_event(value: bytes) -> CommitEvent:
+    """Parse a Kafka value.
+
+    Raises:
+        IntegrityError: the value is not a valid commit event; never retried.
+    """
+    try:
+        return CommitEvent.model_validate_json(value, strict=False)
+    except ValidationError as e:
+        raise IntegrityError(f"invalid commit event: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from e

@@ -1,0 +1,36 @@
+"""The topic set and its partition rules, in one place.
+
+The writer topic has exactly one partition: that is what orders the ledger.
+Everything else is keyed by ``repo/commit`` and may have more.
+"""
+
+from __future__ import annotations
+
+from worker._internal.kafka import TopicSpec, ensure_topics
+from worker.config import Settings
+from worker.constants import (
+    TOPIC_EVENTS,
+    TOPIC_GOVERNANCE,
+    TOPIC_INDEX_CANDIDATES,
+    TOPIC_ROLLBACK_REQUESTS,
+    TOPIC_ROLLBACK_RESULTS,
+)
+
+__all__ = ["EVENTS_PARTITIONS", "ensure_all_topics", "topic_specs"]
+
+EVENTS_PARTITIONS = 4
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    t = settings.topic
+    return [
+        TopicSpec(t(TOPIC_EVENTS), EVENTS_PARTITIONS),
+        TopicSpec(t(TOPIC_INDEX_CANDIDATES), 1, exact=True),
+        TopicSpec(t(TOPIC_GOVERNANCE), 1),
+        TopicSpec(t(TOPIC_ROLLBACK_REQUESTS), EVENTS_PARTITIONS),
+        TopicSpec(t(TOPIC_ROLLBACK_RESULTS), 1),
+    ]
+
+
+async def ensure_all_topics(settings: Settings) -> None:
+    await ensure_topics(settings.kafka_bootstrap, topic_specs(settings), settings.kafka_timeout_s)
