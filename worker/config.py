@@ -54,6 +54,17 @@ class Settings:
     signing_key: str = ""
     trusted_keys_dir: str = ""
     watched_branches: str = ""
+    stac_prefixes: str = "stac/"
+    config_globs: str = "configs/*,configs/**/*"
+    model_manifest: str = "models/manifest.json"
+    work_dir: str = ""
+    energy_watts_per_cpu: float = 15.0
+    energy_base_watts: float = 0.0
+    energy_grid_kg_per_kwh: float = 0.4
+    builder_id: str = "https://kfm.local/rollback-registry/worker"
+    producer_name: str = "kfm-worker"
+    bundle_retries: int = 3
+    checkpoint_name: str = "kfm-rollback-registry"
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import lakefs_sdk
 from lakefs_sdk.exceptions import ApiException
@@ -173,8 +173,31 @@ class LakeFS:
         return bytes(data)
 
     async def upload(self, repo: str, branch: str, path: str, content: bytes | Path) -> None:
-        data = content.read_bytes() if isinstance(content, Path) else content
-        await self.call(self.objects.upload_object, repo, branch, path, content=data)
+        """Upload bytes or stream a file (raw body; the SDK would read it all into memory)."""
+
+        def _run() -> None:
+            url = f"{self._host}/repositories/{quote(repo, safe='')}/branches/{quote(branch, safe='')}/objects"
+            headers = {"Authorization": self._auth, "Content-Type": "application/octet-stream"}
+            if isinstance(content, Path):
+                with content.open("rb") as f:
+                    headers["Content-Length"] = str(content.stat().st_size)
+                    r = self._client.rest_client.pool_manager.request(
+                        "POST", url + "?" + urlencode({"path": path}), body=f, headers=headers
+                    )
+            else:
+                r = self._client.rest_client.pool_manager.request(
+                    "POST", url + "?" + urlencode({"path": path}), body=content, headers=headers
+                )
+            if r.status == 404:
+                raise LakeFSNotFound(f"lakeFS upload {repo}/{branch}/{path}: not found")
+            if r.status >= 400:
+                err = IntegrityError if r.status < 500 else TransientError
+                raise err(f"lakeFS upload {path}: {r.status} {r.data[:200]!r}")
+
+        await self.call(_run)
+
+    async def delete(self, repo: str, branch: str, path: str) -> None:
+        await self.call(self.objects.delete_object, repo, branch, path)
 
     async def commit(self, repo: str, branch: str, message: str, metadata: dict[str, str] | None = None) -> str:
         c = await self.call(

@@ -1,0 +1,217 @@
+"""The registry bucket over aioboto3: conditional writes and streamed transfers.
+
+Why conditional writes: bundles and attestations are immutable, and the
+ledger has one writer; ``If-None-Match: *`` makes "never overwrite" a property
+of the store rather than of our code, and ``If-Match`` makes a rewrite of the
+index fail if someone else changed it since we read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.config import Settings
+from worker.errors import IntegrityError, TransientError
+
+__all__ = ["AlreadyExists", "Bucket", "NotFound", "PreconditionFailed", "open_bucket"]
+
+_PART = 16 * 1024 * 1024
+
+
+class NotFound(IntegrityError):
+    """No object at that key."""
+
+
+class PreconditionFailed(IntegrityError):
+    """A conditional write lost: the object changed or already exists."""
+
+
+class AlreadyExists(PreconditionFailed):
+    """``If-None-Match: *`` refused: an immutable object is already there."""
+
+
+@dataclass(frozen=True)
+class Head:
+    size: int
+    etag: str
+
+
+def _wrap(e: Exception, what: str) -> Exception:
+    if isinstance(e, ClientError):
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return NotFound(f"s3: {what}: not found")
+        if code == "PreconditionFailed" or status == 412:
+            return PreconditionFailed(f"s3: {what}: precondition failed")
+        if 400 <= status < 500 and status not in (408, 429):
+            return IntegrityError(f"s3: {what}: {code} ({status})")
+        return TransientError(f"s3: {what}: {code or type(e).__name__} ({status})")
+    return TransientError(f"s3: {what}: {type(e).__name__}")
+
+
+class Bucket:
+    def __init__(self, client: Any, name: str):
+        self._c = client
+        self.name = name
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
+
+    async def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write a small object; return its ETag.
+
+        Raises:
+            AlreadyExists: ``if_none_match`` and the key exists.
+            PreconditionFailed: ``if_match`` and the ETag differs.
+        """
+        kw: dict[str, Any] = {}
+        if if_none_match:
+            kw["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kw["IfMatch"] = if_match
+        try:
+            r = await self._c.put_object(Bucket=self.name, Key=key, Body=data, **kw)
+        except (ClientError, BotoCoreError) as e:
+            err = _wrap(e, f"put {key}")
+            if if_none_match and isinstance(err, PreconditionFailed):
+                raise AlreadyExists(f"s3: {key} already exists") from e
+            raise err from e
+        return str(r["ETag"])
+
+    async def upload_file(self, key: str, path: Path) -> str:
+        """Stream a file up with multipart, refusing to overwrite; return its SHA-256."""
+        h = hashlib.sha256()
+        try:
+            up = await self._c.create_multipart_upload(Bucket=self.name, Key=key)
+            upload_id = up["UploadId"]
+            parts = []
+            try:
+                with path.open("rb") as f:
+                    n = 1
+                    while True:
+                        chunk = f.read(_PART)
+                        if not chunk and n > 1:
+                            break
+                        h.update(chunk)
+                        r = await self._c.upload_part(
+                            Bucket=self.name, Key=key, UploadId=upload_id, PartNumber=n, Body=chunk
+                        )
+                        parts.append({"ETag": r["ETag"], "PartNumber": n})
+                        n += 1
+                        if len(chunk) < _PART:
+                            break
+                await self._c.complete_multipart_upload(
+                    Bucket=self.name,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+            except BaseException:
+                try:
+                    await self._c.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload_id)
+                except (ClientError, BotoCoreError):
+                    pass
+                raise
+        except (ClientError, BotoCoreError) as e:
+            err = _wrap(e, f"upload {key}")
+            if isinstance(err, PreconditionFailed):
+                raise AlreadyExists(f"s3: {key} already exists") from e
+            raise err from e
+        return h.hexdigest()
+
+    async def get(self, key: str, max_bytes: int) -> tuple[bytes, str]:
+        """Read a small object; return (bytes, ETag).
+
+        Raises:
+            NotFound: no such key.
+            IntegrityError: larger than ``max_bytes``.
+        """
+        try:
+            r = await self._c.get_object(Bucket=self.name, Key=key)
+            if int(r["ContentLength"]) > max_bytes:
+                raise IntegrityError(f"s3: {key} is {r['ContentLength']} bytes, limit {max_bytes}")
+            async with r["Body"] as body:
+                data = await body.read()
+        except (ClientError, BotoCoreError) as e:
+            raise _wrap(e, f"get {key}") from e
+        return bytes(data), str(r["ETag"])
+
+    async def download(self, key: str, dest: Path, max_bytes: int) -> tuple[int, str]:
+        """Stream an object to a file; return (size, sha256)."""
+        h, n = hashlib.sha256(), 0
+        try:
+            r = await self._c.get_object(Bucket=self.name, Key=key)
+            async with r["Body"] as body:
+                with dest.open("wb") as f:
+                    while chunk := await body.read(1 << 20):
+                        n += len(chunk)
+                        if n > max_bytes:
+                            raise IntegrityError(f"s3: {key} exceeds {max_bytes} bytes")
+                        h.update(chunk)
+                        f.write(chunk)
+        except (ClientError, BotoCoreError) as e:
+            dest.unlink(missing_ok=True)
+            raise _wrap(e, f"download {key}") from e
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return n, h.hexdigest()
+
+    async def head(self, key: str) -> Head | None:
+        try:
+            r = await self._c.head_object(Bucket=self.name, Key=key)
+        except (ClientError, BotoCoreError) as e:
+            err = _wrap(e, f"head {key}")
+            if isinstance(err, NotFound):
+                return None
+            raise err from e
+        return Head(size=int(r["ContentLength"]), etag=str(r["ETag"]))
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        try:
+            paginator = self._c.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+                keys.extend(o["Key"] for o in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as e:
+            raise _wrap(e, f"list {prefix}") from e
+        return keys
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._c.delete_object(Bucket=self.name, Key=key)
+        except (ClientError, BotoCoreError) as e:
+            raise _wrap(e, f"delete {key}") from e
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+@asynccontextmanager
+async def open_bucket(settings: Settings, bucket: str | None = None) -> AsyncIterator[Bucket]:
+    session = aioboto3.Session()
+    cfg = Config(
+        retries={"max_attempts": 2, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+    )
+    async with session.client(
+        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region, config=cfg
+    ) as client:
+        yield Bucket(client, bucket or settings.s3_bucket)
