@@ -67,6 +67,143 @@ def _run_none(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker import app as worker_app
+
+    sys.argv = ["kfm", "worker", "--loglevel", settings.log_level.lower()]
+    worker_app.main()
+    return 0
+
+
+def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from worker.keys import generate_keypair
+
+    pair = generate_keypair(Path(args.dir), args.name)
+    print(json.dumps({"private_key": str(pair.private_key_path), "public_key": str(pair.public_key_path), "key_id": pair.key_id}))
+    return 0
+
+
+def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish a bundle request for the commit REF resolves to."""
+    from datetime import UTC, datetime
+
+    from worker._internal.kafka import Producer
+    from worker._internal.lakefs import LakeFS
+    from worker.constants import TOPIC_EVENTS
+    from worker.events import CommitEvent, event_key
+    from worker.tracing import headers_with_trace
+
+    async def go() -> int:
+        lakefs = LakeFS(settings)
+        try:
+            info = await lakefs.get_commit(args.repo, args.ref)
+        finally:
+            lakefs.close()
+        branch = args.branch or (args.ref if not _looks_like_commit(args.ref) else "main")
+        event = CommitEvent(
+            source="checkpoint",
+            repository_id=args.repo,
+            branch_id=branch,
+            commit_id=info.id,
+            event_time=datetime.now(UTC),
+            commit_message=info.message,
+            committer=info.committer,
+            commit_metadata=info.metadata,
+            action_name="kfm checkpoint",
+        )
+        async with Producer(settings.kafka_bootstrap, timeout_s=settings.kafka_timeout_s) as producer:
+            await producer.send(
+                settings.topic(TOPIC_EVENTS),
+                event.to_bytes(),
+                key=event_key(event.repository_id, event.commit_id),
+                headers=headers_with_trace(),
+            )
+        print(json.dumps({"repository": args.repo, "ref": args.ref, "commit": info.id, "published": True}))
+        return 0
+
+    return _run(go())
+
+
+def _looks_like_commit(ref: str) -> bool:
+    return len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref)
+
+
+def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
+    """Build a commit's bundle into a local file, without uploading (reproducibility checks)."""
+    import shutil
+    import tempfile
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from worker.agents.bundling import build_bundle
+    from worker.agents.runtime import Runtime
+    from worker.events import CommitEvent
+
+    async def go() -> int:
+        async with await Runtime.open(settings) as rt:
+            info = await rt.lakefs.get_commit(args.repo, args.ref)
+            event = CommitEvent(
+                source="checkpoint",
+                repository_id=args.repo,
+                branch_id=args.branch,
+                commit_id=info.id,
+                event_time=datetime.now(UTC),
+            )
+            work = Path(tempfile.mkdtemp(prefix="kfm-build-", dir=rt.work_dir))
+            try:
+                built = await build_bundle(rt, event, work)
+                shutil.move(built.path, args.out)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({"commit": info.id, "out": args.out, "sha256": built.sha256, "size": built.size,
+                          "members": len(built.manifest.members)}))
+        return 0
+
+    return _run(go())
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Offline verification: zstd frame, member digests, subject digest, DSSE signature."""
+    from pathlib import Path
+
+    from worker.bundle.verify import verify_bundle
+    from worker.errors import VerificationError
+    from worker.keys import TrustedKeys
+
+    trusted = _trusted_keys(args, settings)
+    bundle = Path(args.bundle)
+    att = Path(args.attestation) if args.attestation else bundle.with_name(bundle.name.replace(".tar.zst", ".intoto.json"))
+    try:
+        envelope = att.read_bytes()
+    except OSError as e:
+        print(f"FAIL: cannot read attestation {att}: {e.strerror}")
+        return 1
+    try:
+        v = verify_bundle(bundle, envelope, trusted)
+    except VerificationError as e:
+        print(f"FAIL: {e}")
+        return 1
+    print(f"OK: bundle {bundle.name} sha256 {v.sha256} commit {v.manifest.lakefs_commit} "
+          f"members {len(v.manifest.members)} signed by key {v.key_id}")
+    return 0
+
+
+def _trusted_keys(args: argparse.Namespace, settings: Settings) -> Any:
+    from pathlib import Path
+
+    from worker.errors import ConfigError
+    from worker.keys import TrustedKeys
+
+    paths = [Path(p) for p in (args.key or [])]
+    if paths:
+        return TrustedKeys.from_paths(paths)
+    if settings.trusted_keys_dir:
+        return TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
+    raise ConfigError("no trusted keys: pass --key PUB or set KFM_TRUSTED_KEYS_DIR")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kfm",
@@ -99,6 +236,35 @@ def _build_parser() -> argparse.ArgumentParser:
     topics.add_parser("ensure", help="create the registry's topics; check the writer topic has one partition").set_defaults(
         handler=_topics_ensure
     )
+    sub.add_parser("worker", help="run the Faust agents (bundler, ledger writer, rollback)").set_defaults(
+        handler=_worker
+    )
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    kinit = keys.add_parser("init", help="create an Ed25519 key pair (private key mode 0600)")
+    kinit.add_argument("--dir", required=True, help="directory for NAME.key and NAME.pub")
+    kinit.add_argument("--name", default="kfm-signing", help="file name stem (default kfm-signing)")
+    kinit.set_defaults(handler=_keys_init)
+
+    cp = sub.add_parser("checkpoint", help="request a bundle for the commit a ref resolves to")
+    cp.add_argument("--repo", required=True, help="lakeFS repository")
+    cp.add_argument("--ref", required=True, help="branch, tag or commit")
+    cp.add_argument("--branch", help="branch to record (default: REF if it is a branch, else main)")
+    cp.set_defaults(handler=_checkpoint)
+
+    bundle = sub.add_parser("bundle", help="bundles").add_subparsers(dest="bundle_command", required=True, metavar="BUNDLE_COMMAND")
+    bb = bundle.add_parser("build", help="build a commit's bundle into a local file (no upload)")
+    bb.add_argument("--repo", required=True)
+    bb.add_argument("--ref", required=True, help="branch, tag or commit")
+    bb.add_argument("--branch", default="main", help="branch recorded in the manifest")
+    bb.add_argument("--out", required=True, help="output .tar.zst path")
+    bb.set_defaults(handler=_bundle_build)
+
+    ver = sub.add_parser("verify", help="verify a bundle offline; exits non-zero naming what failed")
+    ver.add_argument("bundle", help="the .tar.zst file")
+    ver.add_argument("--attestation", help="DSSE envelope (default: BUNDLE with .intoto.json)")
+    ver.add_argument("--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)")
+    ver.set_defaults(handler=_verify)
     return p
 
 

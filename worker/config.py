@@ -65,6 +65,7 @@ class Settings:
     producer_name: str = "kfm-worker"
     bundle_retries: int = 3
     checkpoint_name: str = "kfm-rollback-registry"
+    otel_exporter: str = "none"
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 

@@ -19,7 +19,9 @@ __all__ = [
     "INDEX_JSONL_KEY",
     "INDEX_PARQUET_KEY",
     "META_PREFIX",
-    "TOPIC_BUNDLE_REQUESTS",
+    "EVIDENCE_PREFIX",
+    "TOPIC_DEAD_LETTER",
+    "TOPIC_LINEAGE",
     "TOPIC_EVENTS",
     "TOPIC_GOVERNANCE",
     "TOPIC_INDEX_CANDIDATES",
@@ -29,12 +31,16 @@ __all__ = [
 
 # Kafka topics (defaults; each can be prefixed with KFM_TOPIC_PREFIX).
 TOPIC_EVENTS: Final = "kfm.lakefs.events"
-TOPIC_BUNDLE_REQUESTS: Final = "kfm.bundle.requests"
 # The writer topic: exactly one partition, so one agent appends in total order.
 TOPIC_INDEX_CANDIDATES: Final = "kfm.ledger.candidates"
 TOPIC_GOVERNANCE: Final = "kfm.governance"
 TOPIC_ROLLBACK_REQUESTS: Final = "kfm.rollback.requests"
 TOPIC_ROLLBACK_RESULTS: Final = "kfm.rollback.results"
+# OpenLineage transport: RunEvents as JSON (the OpenLineage Kafka transport's shape).
+TOPIC_LINEAGE: Final = "kfm.openlineage"
+# Bundles that failed for good (integrity errors, retries exhausted).
+TOPIC_DEAD_LETTER: Final = "kfm.bundle.deadletter"
+EVIDENCE_PREFIX: Final = "evidence/"
 
 # HTTP / Kafka headers.
 HOOK_TOKEN_HEADER: Final = "X-KFM-Hook-Token"

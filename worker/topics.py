@@ -9,9 +9,11 @@ from __future__ import annotations
 from worker._internal.kafka import TopicSpec, ensure_topics
 from worker.config import Settings
 from worker.constants import (
+    TOPIC_DEAD_LETTER,
     TOPIC_EVENTS,
     TOPIC_GOVERNANCE,
     TOPIC_INDEX_CANDIDATES,
+    TOPIC_LINEAGE,
     TOPIC_ROLLBACK_REQUESTS,
     TOPIC_ROLLBACK_RESULTS,
 )
@@ -29,6 +31,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t(TOPIC_GOVERNANCE), 1),
         TopicSpec(t(TOPIC_ROLLBACK_REQUESTS), EVENTS_PARTITIONS),
         TopicSpec(t(TOPIC_ROLLBACK_RESULTS), 1),
+        TopicSpec(t(TOPIC_LINEAGE), 1),
+        TopicSpec(t(TOPIC_DEAD_LETTER), 1),
     ]
 
 

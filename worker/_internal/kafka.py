@@ -60,7 +60,9 @@ class Producer:
                 transaction_timeout_ms=max(timeout_ms * 2, 10_000),
             )
             try:
-                await asyncio.wait_for(producer.start(), self._timeout_s)
+                # start() also registers the transactional id; on a fresh
+                # cluster that first creates __transaction_state, which is slow.
+                await asyncio.wait_for(producer.start(), max(self._timeout_s, 30.0))
             except (KafkaError, OSError, TimeoutError) as e:
                 await producer.stop()
                 raise TransientError(f"Kafka at {self._bootstrap} unreachable: {type(e).__name__}") from e

@@ -141,8 +141,11 @@ class Bucket:
             r = await self._c.get_object(Bucket=self.name, Key=key)
             if int(r["ContentLength"]) > max_bytes:
                 raise IntegrityError(f"s3: {key} is {r['ContentLength']} bytes, limit {max_bytes}")
-            async with r["Body"] as body:
+            body = r["Body"]
+            try:
                 data = await body.read()
+            finally:
+                body.close()
         except (ClientError, BotoCoreError) as e:
             raise _wrap(e, f"get {key}") from e
         return bytes(data), str(r["ETag"])
@@ -152,7 +155,8 @@ class Bucket:
         h, n = hashlib.sha256(), 0
         try:
             r = await self._c.get_object(Bucket=self.name, Key=key)
-            async with r["Body"] as body:
+            body = r["Body"]
+            try:
                 with dest.open("wb") as f:
                     while chunk := await body.read(1 << 20):
                         n += len(chunk)
@@ -160,6 +164,8 @@ class Bucket:
                             raise IntegrityError(f"s3: {key} exceeds {max_bytes} bytes")
                         h.update(chunk)
                         f.write(chunk)
+            finally:
+                body.close()
         except (ClientError, BotoCoreError) as e:
             dest.unlink(missing_ok=True)
             raise _wrap(e, f"download {key}") from e

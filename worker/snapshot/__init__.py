@@ -1,7 +1,13 @@
 """What a commit contributes to its bundle: STAC, configs, models (pure logic)."""
 
 from worker.snapshot.models import ModelEntry, ModelManifest, parse_model_manifest
-from worker.snapshot.select import SnapshotRules, bundle_path, is_config, lakefs_path_of
+from worker.snapshot.select import (
+    SnapshotRules,
+    bundle_path,
+    is_config,
+    lakefs_path_of,
+    s3_bundle_path,
+)
 from worker.snapshot.stac import StacRewrite, rewrite_stac
 
 __all__ = [
@@ -14,4 +20,5 @@ __all__ = [
     "lakefs_path_of",
     "parse_model_manifest",
     "rewrite_stac",
+    "s3_bundle_path",
 ]

@@ -40,10 +40,6 @@ class ModelEntry(BaseModel):
             raise ValueError("must be a relative lakeFS path or an s3:// URI")
         return v
 
-    @property
-    def member_path(self) -> str:
-        return f"models/{self.name}/{self.version}/{self.path.rsplit('/', 1)[-1]}"
-
 
 class ModelManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)

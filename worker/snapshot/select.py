@@ -1,8 +1,9 @@
 """Which lakeFS objects go into a bundle, and where they sit inside it.
 
-A bundle member's path is ``<kind>/<lakeFS path>`` (``stac/``, ``configs/``)
-or ``models/<name>/<version>/<file>``, so a restore maps every member back to
-exactly one lakeFS path without any other lookup.
+A member's path says where it came from: ``lakefs/<path>`` for an object of
+the bundled commit, ``s3/<bucket>/<key>`` for a model kept in object storage.
+So a restore maps every member back to exactly one source without any other
+lookup, and two sources can never collide.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-__all__ = ["SnapshotRules", "bundle_path", "is_config", "lakefs_path_of"]
+__all__ = ["LAKEFS_ROOT", "S3_ROOT", "SnapshotRules", "bundle_path", "is_config", "lakefs_path_of", "s3_bundle_path"]
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,18 @@ def is_config(path: str, rules: SnapshotRules) -> bool:
     return any(fnmatch.fnmatchcase(path, g) for g in rules.config_globs)
 
 
-def bundle_path(kind: str, lakefs_path: str) -> str:
-    return f"{kind}/{lakefs_path}"
+LAKEFS_ROOT = "lakefs/"
+S3_ROOT = "s3/"
 
 
-def lakefs_path_of(member_path: str) -> tuple[str, str]:
-    """Split a member path into (kind, lakeFS path)."""
-    kind, _, rest = member_path.partition("/")
-    if not rest:
-        raise ValueError(f"member path without a kind: {member_path!r}")
-    return kind, rest
+def bundle_path(lakefs_path: str) -> str:
+    return LAKEFS_ROOT + lakefs_path
+
+
+def s3_bundle_path(bucket: str, key: str) -> str:
+    return f"{S3_ROOT}{bucket}/{key}"
+
+
+def lakefs_path_of(member_path: str) -> str | None:
+    """The lakeFS path a member was taken from, or None if it came from S3."""
+    return member_path[len(LAKEFS_ROOT):] if member_path.startswith(LAKEFS_ROOT) else None

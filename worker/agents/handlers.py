@@ -1,0 +1,92 @@
+"""What each agent does with one message, without Faust in the way.
+
+The retry policy lives here: a :class:`TransientError` is retried with
+exponential backoff up to ``KFM_BUNDLE_RETRIES`` times; an
+:class:`IntegrityError` (or exhausted retries) goes to the dead-letter topic
+and a governance event, and the stream moves on. Nothing is published to the
+writer topic unless the bundle, its evidence and its attestation are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from pathlib import Path
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from worker.agents.bundling import bundle_and_upload
+from worker.agents.candidates import candidate_of
+from worker.agents.governance import emit
+from worker.agents.runtime import Runtime
+from worker.canonical import canonical_bytes
+from worker.constants import TOPIC_DEAD_LETTER, TOPIC_INDEX_CANDIDATES
+from worker.errors import ConfigError, Error, IntegrityError, TransientError
+from worker.events import decode_event, event_key
+from worker.keys import load_private_key
+from worker.tracing import context_from_headers
+
+__all__ = ["handle_commit_event", "signing_key"]
+
+log = structlog.get_logger("kfm.bundler")
+
+
+@cache
+def _load_key(path: str) -> Ed25519PrivateKey:
+    return load_private_key(Path(path))
+
+
+def signing_key(rt: Runtime) -> Ed25519PrivateKey:
+    if not rt.settings.signing_key:
+        raise ConfigError("KFM_SIGNING_KEY must name the bundle signing key (kfm keys init creates one)")
+    return _load_key(rt.settings.signing_key)
+
+
+async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
+    """Bundle the commit; return True if an index candidate was published."""
+    try:
+        event = decode_event(value)
+    except IntegrityError as e:
+        await _dead_letter(rt, value, headers, str(e))
+        return False
+    if not rt.settings.branch_watched(event.branch_id):
+        log.info("bundle.skipped_unwatched_branch", branch_id=event.branch_id)
+        return False
+    parent = context_from_headers(headers)
+    key = signing_key(rt)
+    delay = 0.5
+    for attempt in range(rt.settings.bundle_retries + 1):
+        try:
+            published = await bundle_and_upload(rt, event, key, parent)
+            break
+        except TransientError as e:
+            if attempt == rt.settings.bundle_retries:
+                await _dead_letter(rt, value, headers, f"retries exhausted: {e}")
+                await emit(rt, "bundle.failed", event, reason=str(e), retryable=True)
+                return False
+            log.warning("bundle.retry", attempt=attempt + 1, error=str(e), commit_id=event.commit_id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        except Error as e:
+            log.error("bundle.rejected", error=e.diagnostics(), commit_id=event.commit_id)
+            await _dead_letter(rt, value, headers, e.diagnostics())
+            await emit(rt, "bundle.failed", event, reason=e.diagnostics(), retryable=False)
+            return False
+    candidate = candidate_of(published)
+    # Bookkeeping that must survive cancellation: the bundle is stored, so its
+    # candidate must reach the writer even if the worker is being stopped.
+    await asyncio.shield(
+        rt.producer.send(
+            rt.settings.topic(TOPIC_INDEX_CANDIDATES),
+            candidate,
+            key=event_key(event.repository_id, event.commit_id),
+        )
+    )
+    log.info("bundle.candidate_published", commit_id=event.commit_id, sha256=published.bundle_sha256)
+    return True
+
+
+async def _dead_letter(rt: Runtime, value: bytes, headers: list[tuple[str, bytes]], reason: str) -> None:
+    body = canonical_bytes({"reason": reason, "value": value.decode("utf-8", "replace")[:65536]})
+    await rt.producer.send(rt.settings.topic(TOPIC_DEAD_LETTER), body, headers=headers)

@@ -1,0 +1,96 @@
+"""The Faust app: agents that turn commit events into bundles, ledger rows and restores.
+
+``faust -A worker.app worker`` and ``kfm worker`` both run it. Agents are thin:
+they decode, call a plain async function from :mod:`worker.agents`, and route
+errors by family (transient: retry with backoff; integrity: dead-letter and
+report, never retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+import structlog
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from worker.agents.handlers import handle_commit_event
+from worker.agents.runtime import Runtime
+from worker.config import load_settings
+from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES
+from worker.logs import configure_logging
+from worker.tracing import init_tracing
+
+__all__ = ["app", "main", "runtime"]
+
+# Our producers publish inside transactions (see worker/_internal/kafka.py);
+# Faust's worker consumer reads read_uncommitted unless it runs exactly-once
+# itself, which would let it see aborted records. Force read_committed.
+_create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+
+
+def _read_committed(self: Any, transport: Any) -> Any:
+    consumer = _create_worker_consumer(self, transport)
+    consumer._isolation_level = "read_committed"  # noqa: SLF001 - see above
+    return consumer
+
+
+faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _read_committed  # type: ignore[method-assign]
+
+settings = load_settings()
+configure_logging(settings.log_level)
+init_tracing("kfm-worker", settings.otel_exporter)
+log = structlog.get_logger("kfm.worker")
+
+app = faust.App(
+    "kfm-rollback-registry",
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    value_serializer="raw",
+    key_serializer="raw",
+    web_enabled=False,
+    autodiscover=False,
+    store="memory://",
+    topic_allow_declare=False,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    broker_commit_every=1,
+    broker_commit_interval=1.0,
+    # Bundles of large commits take a while; the agent must not be kicked out.
+    broker_max_poll_interval=1800.0,
+    stream_wait_empty=False,
+)
+
+events_topic = app.topic(settings.topic(TOPIC_EVENTS), value_type=bytes, key_type=bytes)
+candidates_topic = app.topic(settings.topic(TOPIC_INDEX_CANDIDATES), value_type=bytes, key_type=bytes)
+
+_runtime: Runtime | None = None
+_runtime_lock = asyncio.Lock()
+
+
+async def runtime() -> Runtime:
+    global _runtime  # noqa: PLW0603 - one set of clients per worker process
+    async with _runtime_lock:
+        if _runtime is None:
+            _runtime = await Runtime.open(settings)
+        return _runtime
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for ``kfm worker``: preflight checks, then hand over to Faust."""
+    from worker.topics import ensure_all_topics
+
+    asyncio.run(ensure_all_topics(settings))
+    app.main()
+
+
+@app.agent(events_topic, concurrency=2)
+async def bundler(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    """One bundle (and one index candidate) per commit event."""
+    async for event in stream.events():
+        try:
+            await handle_commit_event(await runtime(), event.value, list(event.message.headers or []))
+        except Exception:  # a bug, not bad data: log it loudly, keep the stream alive
+            log.exception("bundler.unexpected_error", offset=event.message.offset)
+        yield None

@@ -1,0 +1,54 @@
+"""Rollback bundles: build, sign, verify and extract (pure logic, no network).
+
+Nothing here imports Kafka, lakeFS or S3 clients (STYLE.md: keep
+verification separate from transport); callers move the bytes.
+"""
+
+from worker.bundle._time import format_utc, parse_utc
+from worker.bundle.attest import (
+    VerifiedStatement,
+    build_statement,
+    bundle_name,
+    byproducts_from_manifest,
+    pae,
+    sign_statement,
+    verify_envelope,
+)
+from worker.bundle.extract import ExtractedBundle, extract_bundle
+from worker.bundle.limits import DEFAULT_LIMITS, BundleLimits
+from worker.bundle.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    BundleManifest,
+    BundleMember,
+    MemberKind,
+    check_member_path,
+)
+from worker.bundle.tarzst import BundleDigest, write_bundle
+from worker.bundle.verify import VerifiedBundle, verify_bundle
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "BundleDigest",
+    "BundleLimits",
+    "BundleManifest",
+    "BundleMember",
+    "ExtractedBundle",
+    "MemberKind",
+    "VerifiedBundle",
+    "VerifiedStatement",
+    "build_statement",
+    "bundle_name",
+    "byproducts_from_manifest",
+    "check_member_path",
+    "extract_bundle",
+    "format_utc",
+    "pae",
+    "parse_utc",
+    "sign_statement",
+    "verify_bundle",
+    "verify_envelope",
+    "write_bundle",
+]

@@ -1,0 +1,359 @@
+"""The one streaming reader behind :mod:`verify` and :mod:`extract`.
+
+Why our own tar parser: ``tarfile`` reads a pax extended header into memory
+whatever size its header claims, follows GNU sparse maps, and accepts many
+entry kinds we never write. Here the grammar is exactly what
+:mod:`worker.bundle.tarzst` writes (PAX headers, regular files) and every size
+is bounded by :class:`~worker.bundle.limits.BundleLimits` *before* it is read.
+Headers are still decoded by the documented ``tarfile.TarInfo.frombuf`` so
+checksum and number parsing are not ours to get wrong.
+
+Step numbers refer to :func:`worker.bundle.verify.verify_bundle`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from dataclasses import dataclass
+from typing import IO, BinaryIO, Protocol, cast
+
+import zstandard
+
+from worker.bundle.limits import MAX_PAX_HEADER_BYTES, BundleLimits
+from worker.bundle.manifest import (
+    MANIFEST_NAME,
+    BundleManifest,
+    BundleMember,
+    check_member_path,
+    show_path,
+)
+from worker.bundle.tarzst import CHUNK_SIZE
+from worker.errors import VerificationError
+
+__all__ = ["DiscardSink", "MemberSink", "ReadResult", "hash_stream", "read_bundle"]
+
+_BLOCK = tarfile.BLOCKSIZE
+_ZERO_BLOCK = bytes(_BLOCK)
+# Records other writers add that carry no meaning for a regular file. Anything
+# else (GNU.sparse.*, linkpath, hdrcharset, vendor keys) changes how the entry
+# would be read, so it is refused.
+_ALLOWED_PAX_KEYS = frozenset(
+    {"path", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname"}
+)
+_REFUSED_TYPES = {
+    tarfile.SYMTYPE: "symlinks are not allowed",
+    tarfile.LNKTYPE: "hard links are not allowed",
+    tarfile.CHRTYPE: "device files are not allowed",
+    tarfile.BLKTYPE: "device files are not allowed",
+    tarfile.FIFOTYPE: "fifos are not allowed",
+    tarfile.DIRTYPE: "directory entries are not allowed",
+}
+
+
+class MemberSink(Protocol):
+    """Receives the content of each member as it streams past.
+
+    ``end`` is called only after the member's size and SHA-256 matched.
+    """
+
+    def begin(self, member: BundleMember) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class DiscardSink:
+    """A sink for verification only: content is hashed, then dropped."""
+
+    def begin(self, member: BundleMember) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """What a complete, well-formed bundle stream contained.
+
+    Attributes:
+        manifest: the parsed ``manifest.json``.
+        sha256: hex SHA-256 of the compressed bytes read.
+        size: number of compressed bytes read.
+    """
+
+    manifest: BundleManifest
+    sha256: str
+    size: int
+
+
+class _HashingReader:
+    """Hash and count the compressed bytes, refusing more than ``max_bytes``."""
+
+    def __init__(self, raw: BinaryIO, max_bytes: int) -> None:
+        self._raw = raw
+        self._max = max_bytes
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(CHUNK_SIZE if n is None or n < 0 else n)
+        self.size += len(data)
+        if self.size > self._max:
+            raise VerificationError(f"bundle: larger than {self._max} bytes")
+        self._hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def hash_stream(f: BinaryIO, max_bytes: int) -> tuple[str, int]:
+    """SHA-256 and size of the rest of ``f``, in constant memory.
+
+    Raises:
+        VerificationError: more than ``max_bytes`` bytes.
+    """
+    reader = _HashingReader(f, max_bytes)
+    while reader.read(CHUNK_SIZE):
+        pass
+    return reader.hexdigest(), reader.size
+
+
+@dataclass(frozen=True)
+class _Header:
+    name: str
+    type: bytes
+    size: int
+    offset: int
+
+
+class _TarReader:
+    def __init__(self, stream: BinaryIO, max_bytes: int) -> None:
+        self._s = stream
+        self._max = max_bytes
+        self.offset = 0
+
+    def _account(self, n: int) -> None:
+        self.offset += n
+        if self.offset > self._max:
+            raise VerificationError(f"tar: decompressed stream larger than {self._max} bytes")
+
+    def read_some(self, n: int) -> bytes:
+        data = self._s.read(n)
+        if not data:
+            raise VerificationError(f"tar: truncated at offset {self.offset}")
+        self._account(len(data))
+        return data
+
+    def read_exact(self, n: int) -> bytes:
+        parts = []
+        while n:
+            data = self.read_some(n)
+            parts.append(data)
+            n -= len(data)
+        return b"".join(parts)
+
+    def skip(self, n: int) -> None:
+        while n:
+            n -= len(self.read_some(min(n, CHUNK_SIZE)))
+
+    def skip_padding(self, size: int) -> None:
+        self.skip(-size % _BLOCK)
+
+    def next_header(self) -> _Header | None:
+        """The next entry's header with pax records applied; ``None`` at the end."""
+        pax: dict[str, str] | None = None
+        while True:
+            start = self.offset
+            block = self.read_exact(_BLOCK)
+            if block == _ZERO_BLOCK:
+                if pax is not None:
+                    raise VerificationError(f"tar: pax header at offset {start} has no entry")
+                if self.read_exact(_BLOCK) != _ZERO_BLOCK:
+                    raise VerificationError(f"tar: malformed end-of-archive at offset {start}")
+                return None
+            try:
+                info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
+            except (tarfile.HeaderError, ValueError) as e:
+                raise VerificationError(f"tar: invalid header at offset {start}: {e}") from e
+            if info.size < 0:
+                raise VerificationError(f"tar: negative size at offset {start}")
+            if info.type == tarfile.XHDTYPE:
+                if pax is not None:
+                    raise VerificationError(f"tar: two pax headers in a row at offset {start}")
+                if info.size > MAX_PAX_HEADER_BYTES:
+                    raise VerificationError(f"tar: pax header at offset {start} is too large")
+                pax = _parse_pax(self.read_exact(info.size), start)
+                self.skip_padding(info.size)
+                continue
+            name = info.name
+            size = info.size
+            if pax is not None:
+                name = pax.get("path", name)
+                if "size" in pax:
+                    size = int(pax["size"])
+            return _Header(name=name, type=info.type, size=size, offset=start)
+
+    def expect_end(self) -> None:
+        """After the end-of-archive blocks only zero padding may follow."""
+        while True:
+            data = self._s.read(CHUNK_SIZE)
+            if not data:
+                return
+            self._account(len(data))
+            if data.count(0) != len(data):
+                raise VerificationError("tar: data after the end-of-archive marker")
+
+
+def _parse_pax(data: bytes, offset: int) -> dict[str, str]:
+    """Parse ``"<len> <key>=<value>\\n"`` records (POSIX.1-2001 pax)."""
+    records: dict[str, str] = {}
+    pos = 0
+    bad = f"tar: malformed pax header at offset {offset}"
+    while pos < len(data):
+        sp = data.find(b" ", pos, pos + 21)
+        digits = data[pos:sp]
+        if sp < 0 or not digits.isdigit():
+            raise VerificationError(bad)
+        end = pos + int(digits)
+        if end <= sp + 1 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise VerificationError(bad)
+        key, eq, value = data[sp + 1 : end - 1].partition(b"=")
+        try:
+            k, v = key.decode("utf-8"), value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise VerificationError(bad) from e
+        if not eq or k in records:
+            raise VerificationError(bad)
+        if k not in _ALLOWED_PAX_KEYS:
+            raise VerificationError(
+                f"tar: pax record {show_path(k)!r} at offset {offset} is not allowed"
+            )
+        records[k] = v
+        pos = end
+    if "size" in records and not (records["size"].isascii() and records["size"].isdigit()):
+        raise VerificationError(bad)
+    return records
+
+
+def _check_entry(h: _Header) -> None:
+    # (4) regular files with safe paths only.
+    name = show_path(h.name)
+    if h.type != tarfile.REGTYPE:
+        reason = _REFUSED_TYPES.get(h.type, f"unsupported tar entry type {h.type!r}")
+        raise VerificationError(f"member {name}: {reason}")
+    try:
+        check_member_path(h.name)
+    except ValueError as e:
+        raise VerificationError(f"member {name}: unsafe path: {e}") from e
+
+
+def _read_manifest(tar: _TarReader, limits: BundleLimits) -> BundleManifest:
+    # (4) the first member is manifest.json, within its size limit.
+    h = tar.next_header()
+    if h is None:
+        raise VerificationError(f"tar: empty archive (no {MANIFEST_NAME})")
+    if h.name != MANIFEST_NAME:
+        raise VerificationError(
+            f"tar: first member is {show_path(h.name)}, expected {MANIFEST_NAME}"
+        )
+    _check_entry(h)
+    if h.size > limits.max_manifest_bytes:
+        raise VerificationError(
+            f"{MANIFEST_NAME}: size {h.size} exceeds max_manifest_bytes {limits.max_manifest_bytes}"
+        )
+    manifest = BundleManifest.from_bytes(tar.read_exact(h.size))
+    tar.skip_padding(h.size)
+    # Refuse a manifest that promises more than the limits before reading on.
+    if len(manifest.members) > limits.max_members:
+        raise VerificationError(
+            f"{MANIFEST_NAME}: {len(manifest.members)} members exceed"
+            f" max_members {limits.max_members}"
+        )
+    for m in manifest.members:
+        if m.size > limits.max_member_bytes:
+            raise VerificationError(
+                f"member {show_path(m.path)}: size {m.size} exceeds"
+                f" max_member_bytes {limits.max_member_bytes}"
+            )
+    if manifest.total_size > limits.max_total_bytes:
+        raise VerificationError(
+            f"{MANIFEST_NAME}: total size {manifest.total_size} exceeds"
+            f" max_total_bytes {limits.max_total_bytes}"
+        )
+    return manifest
+
+
+def _read_members(
+    tar: _TarReader, manifest: BundleManifest, limits: BundleLimits, sink: MemberSink
+) -> None:
+    expected = {m.path: m for m in manifest.members}
+    seen: set[str] = set()
+    while (h := tar.next_header()) is not None:
+        # (4) well formed: type, path, size limit, no duplicates.
+        _check_entry(h)
+        name = show_path(h.name)
+        if h.size > limits.max_member_bytes:
+            raise VerificationError(
+                f"member {name}: size {h.size} exceeds max_member_bytes {limits.max_member_bytes}"
+            )
+        if h.name in seen or h.name == MANIFEST_NAME:
+            raise VerificationError(f"member {name}: duplicate")
+        member = expected.get(h.name)
+        # (5) every member is in the manifest, with the manifest's size and digest.
+        if member is None:
+            raise VerificationError(f"member {name}: not in the manifest (extra member)")
+        if h.size != member.size:
+            raise VerificationError(
+                f"member {name}: size {h.size} != manifest size {member.size}"
+            )
+        seen.add(h.name)
+        digest = hashlib.sha256()
+        sink.begin(member)
+        remaining = h.size
+        while remaining:
+            chunk = tar.read_some(min(remaining, CHUNK_SIZE))
+            digest.update(chunk)
+            sink.write(chunk)
+            remaining -= len(chunk)
+        tar.skip_padding(h.size)
+        if digest.hexdigest() != member.sha256:
+            raise VerificationError(f"member {name}: sha256 mismatch")
+        sink.end()
+    # (5) nothing missing.
+    missing = [p for p in expected if p not in seen]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise VerificationError(f"member {show_path(missing[0])}: missing from the bundle{more}")
+
+
+def read_bundle(source: BinaryIO, limits: BundleLimits, sink: MemberSink) -> ReadResult:
+    """Decode, check and stream one bundle: steps (3)-(5).
+
+    Raises:
+        VerificationError: naming the first problem found.
+    """
+    hashing = _HashingReader(source, limits.max_bundle_bytes)
+    try:
+        # read_across_frames: trailing bytes must be zstd too, so garbage
+        # after the frame is an error instead of being silently ignored.
+        # zstandard only calls read(); the cast is for its IO[bytes] annotation.
+        with zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], hashing), read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
+        ) as zr:
+            tar = _TarReader(zr, limits.max_tar_bytes)
+            manifest = _read_manifest(tar, limits)
+            _read_members(tar, manifest, limits, sink)
+            tar.expect_end()
+    except zstandard.ZstdError as e:
+        # (3) the zstd frame does not decode.
+        raise VerificationError(f"bundle: zstd stream does not decode: {e}") from e
+    if hashing.read(1):
+        raise VerificationError("bundle: data after the end of the zstd stream")
+    return ReadResult(manifest=manifest, sha256=hashing.hexdigest(), size=hashing.size)

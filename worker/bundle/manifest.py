@@ -1,0 +1,264 @@
+"""The bundle manifest: what a rollback bundle holds, with sizes and digests.
+
+The manifest is ``manifest.json``, the first member of every bundle. It is
+parsed from untrusted bytes, so the models are frozen, strict and refuse
+unknown keys; and it is hashed (as part of the bundle), so it has exactly one
+encoding: RFC 8785 via :func:`worker.canonical.canonical_bytes`.
+:meth:`BundleManifest.from_bytes` refuses anything that is not already in
+that form, so the same content can never produce two different bundles.
+
+Member paths are checked here, once, with the rules a safe extractor needs
+(relative POSIX, no ``..``, no empty components), so a manifest that parses
+can be written to disk without further path checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from worker.bundle._json import describe_validation_error, strict_json_loads
+from worker.bundle._time import format_utc, parse_utc
+from worker.canonical import canonical_bytes
+from worker.errors import VerificationError
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "MAX_COMPONENT_BYTES",
+    "MAX_PATH_BYTES",
+    "BundleManifest",
+    "BundleMember",
+    "MemberKind",
+    "check_member_path",
+    "show_path",
+]
+
+MANIFEST_FORMAT: Literal["kfm-rollback-bundle/v1"] = "kfm-rollback-bundle/v1"
+#: The reserved name of the first tar member.
+MANIFEST_NAME = "manifest.json"
+#: PATH_MAX is 4096 on Linux; a quarter leaves room for the restore directory.
+MAX_PATH_BYTES = 1024
+#: NAME_MAX on every filesystem we restore to.
+MAX_COMPONENT_BYTES = 255
+
+MemberKind = Literal["stac", "config", "model", "lineage", "trace", "energy", "meta"]
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+# The same lakeFS id rules as worker.events, so a manifest can only name a
+# commit that a commit event could have named.
+_REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+_BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def show_path(path: str) -> str:
+    """A member path safe to put in an error or log line.
+
+    Why: paths come from untrusted tar headers; escaping control characters
+    keeps a crafted name from forging log lines, and truncation bounds it.
+    """
+    shown = path.encode("unicode_escape", errors="backslashreplace").decode("ascii")
+    return shown if len(shown) <= 200 else shown[:200] + "..."
+
+
+def check_member_path(path: str) -> str:
+    """Return ``path`` if it is safe to extract under any directory.
+
+    Rules: relative POSIX path; no leading ``/``; no backslash; no empty,
+    ``.`` or ``..`` component; no control characters; valid UTF-8; at most
+    :data:`MAX_PATH_BYTES` bytes with components of at most
+    :data:`MAX_COMPONENT_BYTES` bytes.
+
+    Raises:
+        ValueError: naming the rule that ``path`` breaks.
+    """
+    if not path:
+        raise ValueError("empty path")
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("path is not valid UTF-8") from e
+    if len(encoded) > MAX_PATH_BYTES:
+        raise ValueError(f"path longer than {MAX_PATH_BYTES} bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise ValueError("path contains a control character")
+    if "\\" in path:
+        raise ValueError("path contains a backslash")
+    if path.startswith("/"):
+        raise ValueError("absolute path")
+    for part in path.split("/"):
+        if part == "":
+            raise ValueError("path has an empty component")
+        if part in (".", ".."):
+            raise ValueError(f"path contains {part!r}")
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise ValueError(f"path component longer than {MAX_COMPONENT_BYTES} bytes")
+    return path
+
+
+class BundleMember(BaseModel):
+    """One file in the bundle.
+
+    Attributes:
+        path: where the file sits in the tar (and under a restore directory).
+        size: exact size in bytes.
+        sha256: lowercase hex SHA-256 of the content.
+        kind: what the file is; restores and attestations select on it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    path: str
+    size: Annotated[int, Field(ge=0)]
+    sha256: Sha256Hex
+    kind: MemberKind
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        check_member_path(v)
+        if v == MANIFEST_NAME:
+            raise ValueError(f"{MANIFEST_NAME!r} is reserved for the manifest itself")
+        return v
+
+
+class BundleManifest(BaseModel):
+    """Everything a bundle holds, pinned to one lakeFS commit.
+
+    Attributes:
+        format: the bundle format; bumped on any incompatible change.
+        lakefs_repo: lakeFS repository id.
+        lakefs_branch: the branch the commit was taken from.
+        lakefs_commit: 64-hex lakeFS commit id; names the bundle.
+        commit_created_at: the commit's creation time, canonical UTC RFC 3339.
+            Also every tar member's mtime, so rebuilds are byte-identical.
+        members: sorted by path, paths unique; no path is a directory of another.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    format: Literal["kfm-rollback-bundle/v1"]
+    lakefs_repo: str
+    lakefs_branch: str
+    lakefs_commit: str
+    commit_created_at: str
+    members: tuple[BundleMember, ...]
+
+    @field_validator("lakefs_repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not _REPO_RE.match(v):
+            raise ValueError("not a lakeFS repository id")
+        return v
+
+    @field_validator("lakefs_branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        if not _BRANCH_RE.match(v) or ".." in v:
+            raise ValueError("not a lakeFS branch name")
+        return v
+
+    @field_validator("lakefs_commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        if not _COMMIT_RE.match(v):
+            raise ValueError("not a lakeFS commit id (64 lowercase hex)")
+        return v
+
+    @field_validator("commit_created_at")
+    @classmethod
+    def _created(cls, v: str) -> str:
+        parse_utc(v)
+        return v
+
+    @model_validator(mode="after")
+    def _members_sorted_unique(self) -> Self:
+        # Sorted and unique so the tar order, and therefore the bundle bytes,
+        # follow from the content alone.
+        paths = [m.path for m in self.members]
+        for prev, cur in itertools.pairwise(paths):
+            if cur == prev:
+                raise ValueError(f"duplicate member path {show_path(cur)}")
+            if cur < prev:
+                raise ValueError(f"members not sorted by path at {show_path(cur)}")
+        # "a" and "a/b" cannot both be files on disk; refuse before extraction.
+        dirs = {p.rsplit("/", i)[0] for p in paths for i in range(1, p.count("/") + 1)}
+        clash = dirs.intersection(paths)
+        if clash:
+            raise ValueError(f"member {show_path(min(clash))} is also a directory of another")
+        return self
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        lakefs_repo: str,
+        lakefs_branch: str,
+        lakefs_commit: str,
+        commit_created_at: datetime,
+        members: Iterable[BundleMember],
+    ) -> BundleManifest:
+        """Build a manifest, sorting members and formatting the timestamp.
+
+        Raises:
+            ValueError: any field is invalid (pydantic ``ValidationError`` is one).
+        """
+        return cls(
+            format=MANIFEST_FORMAT,
+            lakefs_repo=lakefs_repo,
+            lakefs_branch=lakefs_branch,
+            lakefs_commit=lakefs_commit,
+            commit_created_at=format_utc(commit_created_at),
+            members=tuple(sorted(members, key=lambda m: m.path)),
+        )
+
+    @property
+    def commit_mtime(self) -> int:
+        """The commit time as whole POSIX seconds: the mtime of every tar member."""
+        return int(parse_utc(self.commit_created_at).timestamp())
+
+    @property
+    def total_size(self) -> int:
+        """Sum of member sizes."""
+        return sum(m.size for m in self.members)
+
+    def to_bytes(self) -> bytes:
+        """The canonical (RFC 8785) encoding: what is stored and hashed."""
+        return canonical_bytes(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BundleManifest:
+        """Parse ``manifest.json`` strictly.
+
+        Refuses invalid UTF-8, duplicate keys, unknown keys, wrong types,
+        ``NaN``/``Infinity``, and any encoding other than the canonical one.
+
+        Raises:
+            VerificationError: naming what is wrong.
+        """
+        try:
+            strict_json_loads(data)
+        except ValueError as e:
+            raise VerificationError(f"{MANIFEST_NAME}: not valid JSON: {e}") from e
+        try:
+            manifest = cls.model_validate_json(data)
+        except ValidationError as e:
+            raise VerificationError(f"{MANIFEST_NAME}: {describe_validation_error(e)}") from e
+        if manifest.to_bytes() != data:
+            raise VerificationError(f"{MANIFEST_NAME}: not in canonical (RFC 8785) form")
+        return manifest

@@ -1,0 +1,144 @@
+"""Verify a bundle against its signed attestation, streaming, failing closed.
+
+Numbered steps (referred to in comments here and in :mod:`._reader`):
+
+1. The DSSE envelope is signed by a trusted key.
+2. The bundle's SHA-256 equals the attestation's subject digest, and the
+   subject name is ``<manifest commit>.tar.zst`` (checked with step 6, once
+   the manifest is known).
+3. The zstd stream decodes.
+4. The tar is well formed: first member ``manifest.json``; every member a
+   regular file with a safe path; no duplicates; sizes within limits.
+5. Every member's size and SHA-256 match the manifest; none missing or extra.
+6. The attestation's lakeFS repo, branch and commit equal the manifest's.
+
+Why authenticate (2) before parsing (3-5): the zstd and tar parsers then only
+ever see bytes a trusted key vouched for. The bundle is read twice; the second
+pass hashes again so a file that changes between the passes is caught.
+Every path that does not return a :class:`VerifiedBundle` raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from worker.bundle._reader import DiscardSink, hash_stream, read_bundle
+from worker.bundle.attest import VerifiedStatement, bundle_name, verify_envelope
+from worker.bundle.limits import DEFAULT_LIMITS, BundleLimits
+from worker.bundle.manifest import BundleManifest
+from worker.errors import VerificationError
+from worker.keys import TrustedKeys
+
+__all__ = ["VerifiedBundle", "verify_bundle"]
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle that passed every step.
+
+    Attributes:
+        manifest: the bundle's manifest.
+        sha256: hex SHA-256 of the compressed bundle (= the attested subject).
+        size: size of the compressed bundle in bytes.
+        key_id: the trusted key that signed the attestation.
+        statement: the verified attestation, with its exact signed bytes.
+    """
+
+    manifest: BundleManifest
+    sha256: str
+    size: int
+    key_id: str
+    statement: VerifiedStatement
+
+
+@contextlib.contextmanager
+def _open(bundle: Path | BinaryIO) -> Iterator[BinaryIO]:
+    if isinstance(bundle, Path):
+        with bundle.open("rb") as f:
+            yield f
+        return
+    if not bundle.seekable():
+        # Two passes (authenticate, then parse) need to rewind; spool a
+        # non-seekable download to a temporary file first.
+        raise ValueError("bundle stream must be seekable")
+    yield bundle
+
+
+def verify_bundle(
+    bundle: Path | BinaryIO,
+    envelope_bytes: bytes,
+    trusted_keys: TrustedKeys,
+    limits: BundleLimits = DEFAULT_LIMITS,
+    *,
+    expected_commit: str | None = None,
+) -> VerifiedBundle:
+    """Run steps 1-6 on ``bundle``; return what was verified.
+
+    Args:
+        bundle: path, or a seekable binary stream positioned at the bundle's
+            first byte (it is left open).
+        envelope_bytes: the DSSE envelope holding the attestation.
+        trusted_keys: keys whose signatures are accepted.
+        limits: bounds on everything read.
+        expected_commit: if given, the commit the caller asked for; a valid
+            bundle of another commit is refused (swap protection for restores).
+
+    Raises:
+        VerificationError: naming the step and what failed.
+        ValueError: ``bundle`` is a stream that cannot seek.
+        OSError: ``bundle`` cannot be read.
+    """
+    # (1) DSSE signature by a trusted key.
+    statement = verify_envelope(envelope_bytes, trusted_keys, max_bytes=limits.max_envelope_bytes)
+    if expected_commit is not None and statement.lakefs_commit != expected_commit:
+        raise VerificationError(
+            f"attestation: is for commit {statement.lakefs_commit}, expected {expected_commit}"
+        )
+
+    with _open(bundle) as f:
+        start = f.tell()
+        # (2) bundle SHA-256 equals the attestation subject digest.
+        sha256, size = hash_stream(f, limits.max_bundle_bytes)
+        if sha256 != statement.subject_sha256:
+            raise VerificationError(
+                f"bundle: sha256 {sha256} does not match attestation subject"
+                f" {statement.subject_sha256}"
+            )
+        f.seek(start)
+        # (3)-(5) decode, check the tar, check every member against the manifest.
+        result = read_bundle(f, limits, DiscardSink())
+        if (result.sha256, result.size) != (sha256, size):
+            raise VerificationError("bundle: changed while being verified")
+
+    # (6) the attestation is about this manifest's commit (and so, via the
+    # subject name, step 2's name check).
+    manifest = result.manifest
+    if statement.lakefs_commit != manifest.lakefs_commit:
+        raise VerificationError(
+            f"attestation: lakefs_commit {statement.lakefs_commit} != manifest"
+            f" lakefs_commit {manifest.lakefs_commit}"
+        )
+    if statement.subject_name != bundle_name(manifest.lakefs_commit):
+        raise VerificationError(
+            f"attestation: subject name {statement.subject_name} does not match the manifest commit"
+        )
+    if statement.lakefs_repo != manifest.lakefs_repo:
+        raise VerificationError(
+            f"attestation: lakefs_repo {statement.lakefs_repo} != manifest {manifest.lakefs_repo}"
+        )
+    if statement.lakefs_branch != manifest.lakefs_branch:
+        raise VerificationError(
+            f"attestation: lakefs_branch {statement.lakefs_branch} != manifest"
+            f" {manifest.lakefs_branch}"
+        )
+    return VerifiedBundle(
+        manifest=manifest,
+        sha256=sha256,
+        size=size,
+        key_id=statement.key_id,
+        statement=statement,
+    )
