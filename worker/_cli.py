@@ -70,7 +70,7 @@ def _run_none(coro: Coroutine[Any, Any, None]) -> None:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker import app as worker_app
 
-    sys.argv = ["kfm", "worker", "--loglevel", settings.log_level.lower()]
+    sys.argv = ["kfm", "worker", "--loglevel", settings.log_level.lower(), "--without-web"]
     worker_app.main()
     return 0
 
@@ -80,6 +80,7 @@ def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
 
     from worker.keys import generate_keypair
 
+    Path(args.dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     pair = generate_keypair(Path(args.dir), args.name)
     print(json.dumps({"private_key": str(pair.private_key_path), "public_key": str(pair.public_key_path), "key_id": pair.key_id}))
     return 0
@@ -172,22 +173,53 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from worker.errors import VerificationError
     from worker.keys import TrustedKeys
 
+    import tempfile
+
     trusted = _trusted_keys(args, settings)
-    bundle = Path(args.bundle)
-    att = Path(args.attestation) if args.attestation else bundle.with_name(bundle.name.replace(".tar.zst", ".intoto.json"))
-    try:
-        envelope = att.read_bytes()
-    except OSError as e:
-        print(f"FAIL: cannot read attestation {att}: {e.strerror}")
-        return 1
-    try:
-        v = verify_bundle(bundle, envelope, trusted)
-    except VerificationError as e:
-        print(f"FAIL: {e}")
-        return 1
-    print(f"OK: bundle {bundle.name} sha256 {v.sha256} commit {v.manifest.lakefs_commit} "
+    with tempfile.TemporaryDirectory(prefix="kfm-verify-") as tmp:
+        try:
+            bundle, envelope = _run_pair(_fetch_bundle(settings, args.bundle, args.attestation, Path(tmp)))
+        except OSError as e:
+            print(f"FAIL: cannot read {e.filename}: {e.strerror}")
+            return 1
+        try:
+            v = verify_bundle(bundle, envelope, trusted)
+        except VerificationError as e:
+            print(f"FAIL: {e}")
+            return 1
+    print(f"OK: bundle {args.bundle} sha256 {v.sha256} commit {v.manifest.lakefs_commit} "
           f"members {len(v.manifest.members)} signed by key {v.key_id}")
     return 0
+
+
+def _run_pair(coro: Coroutine[Any, Any, tuple[Any, bytes]]) -> tuple[Any, bytes]:
+    return asyncio.run(coro)
+
+
+async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Any) -> tuple[Any, bytes]:
+    """A local path, or an s3:// URI in the registry bucket (downloaded, streamed)."""
+    from pathlib import Path
+
+    from worker._internal.s3 import open_bucket, parse_s3_uri
+    from worker.constants import ATTESTATIONS_PREFIX
+
+    if not bundle.startswith("s3://"):
+        path = Path(bundle)
+        att = Path(attestation) if attestation else path.with_name(path.name.replace(".tar.zst", ".intoto.json"))
+        return path, att.read_bytes()
+    bucket_name, key = parse_s3_uri(bundle)
+    commit = key.rsplit("/", 1)[-1].removesuffix(".tar.zst")
+    async with open_bucket(settings, bucket_name) as b:
+        local = tmp / "bundle.tar.zst"
+        await b.download(key, local, settings.limits.bundle_max_bytes)
+        if attestation and attestation.startswith("s3://"):
+            _, att_key = parse_s3_uri(attestation)
+            envelope, _ = await b.get(att_key, 1 << 20)
+        elif attestation:
+            envelope = Path(attestation).read_bytes()
+        else:
+            envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", 1 << 20)
+    return local, envelope
 
 
 def _trusted_keys(args: argparse.Namespace, settings: Settings) -> Any:
@@ -261,8 +293,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bb.set_defaults(handler=_bundle_build)
 
     ver = sub.add_parser("verify", help="verify a bundle offline; exits non-zero naming what failed")
-    ver.add_argument("bundle", help="the .tar.zst file")
-    ver.add_argument("--attestation", help="DSSE envelope (default: BUNDLE with .intoto.json)")
+    ver.add_argument("bundle", help="the .tar.zst file, or its s3:// URI in the registry")
+    ver.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
     ver.add_argument("--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)")
     ver.set_defaults(handler=_verify)
     return p

@@ -45,7 +45,8 @@ init_tracing("kfm-worker", settings.otel_exporter)
 log = structlog.get_logger("kfm.worker")
 
 app = faust.App(
-    "kfm-rollback-registry",
+    # The consumer group: registries sharing a cluster (or tests) differ by prefix.
+    f"{settings.topic_prefix}kfm-rollback-registry",
     broker=f"kafka://{settings.kafka_bootstrap}",
     value_serializer="raw",
     key_serializer="raw",

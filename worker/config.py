@@ -46,6 +46,9 @@ class Settings:
     s3_endpoint: str = "http://127.0.0.1:19000"
     s3_bucket: str = "kfm-registry"
     s3_region: str = "us-east-1"
+    # Empty: the usual AWS credential chain (AWS_* variables, profiles, roles).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = field(default="", repr=False)
     hook_token: str = field(default="", repr=False)
     hook_token_file: str = ""
     hooks_host: str = "127.0.0.1"

@@ -119,3 +119,29 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dic
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def worker_process(env: dict[str, str], name: str, **extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `kfm worker` (the Faust app) until the block ends."""
+    full = {**os.environ, **env, **extra}
+    log = open(ROOT / ".stack" / "logs" / f"worker-{name}.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen([*KFM, "worker"], env=full, stdout=log, stderr=log, cwd=ROOT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def run_kfm(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env}
+    r = subprocess.run([*KFM, *args], env=full, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"kfm {' '.join(args)} exited {r.returncode}: {r.stdout}\n{r.stderr}")
+    return r

@@ -217,7 +217,13 @@ async def open_bucket(settings: Settings, bucket: str | None = None) -> AsyncIte
         read_timeout=60,
         s3={"addressing_style": "path"},
     )
+    creds = {}
+    if settings.s3_access_key_id:
+        creds = {
+            "aws_access_key_id": settings.s3_access_key_id,
+            "aws_secret_access_key": settings.s3_secret_access_key,
+        }
     async with session.client(
-        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region, config=cfg
+        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region, config=cfg, **creds
     ) as client:
         yield Bucket(client, bucket or settings.s3_bucket)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Protocol, cast
 
@@ -92,12 +93,93 @@ class ReadResult:
     size: int
 
 
+class _ZstdFrameChecker:
+    """Walk the zstd frame and block headers (RFC 8878, section 3.1.1) as bytes pass.
+
+    Why: the zstandard stream reader reports a truncated frame as a clean end
+    of data. Walking the headers (no decoding) tells a complete frame from a
+    cut one, and refuses everything our writer never produces: skippable
+    frames, a second frame, reserved bits, a frame without a content checksum.
+    """
+
+    _MAGIC = b"\x28\xb5\x2f\xfd"
+    _MAX_BLOCK = 128 * 1024  # Block_Maximum_Size
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4
+        self._buf = bytearray()
+        self._skip = 0
+        self._checksum = False
+        self._done = False
+
+    @staticmethod
+    def _fail(reason: str) -> VerificationError:
+        return VerificationError(f"bundle: zstd stream does not decode: {reason}")
+
+    def feed(self, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            if self._skip:
+                n = min(self._skip, len(data) - pos)
+                self._skip -= n
+                pos += n
+                continue
+            if self._done:
+                raise self._fail("data after the zstd frame")
+            take = min(self._need - len(self._buf), len(data) - pos)
+            self._buf += data[pos : pos + take]
+            pos += take
+            if len(self._buf) == self._need:
+                field = bytes(self._buf)
+                self._buf.clear()
+                self._step(field)
+
+    def _step(self, field: bytes) -> None:
+        if self._state == "magic":
+            if field != self._MAGIC:
+                raise self._fail("not a zstd frame")
+            self._state, self._need = "descriptor", 1
+        elif self._state == "descriptor":
+            d = field[0]
+            if d & 0x08:
+                raise self._fail("reserved bit set in frame header")
+            if not d & 0x04:
+                raise self._fail("frame has no content checksum")
+            single_segment = bool(d & 0x20)
+            fcs = (1 if single_segment else 0, 2, 4, 8)[d >> 6]
+            dict_id = (0, 1, 2, 4)[d & 0x03]
+            rest = (0 if single_segment else 1) + dict_id + fcs
+            self._state, self._need = ("header", rest) if rest else ("block", 3)
+        elif self._state == "header":
+            self._state, self._need = "block", 3
+        elif self._state == "block":
+            h = int.from_bytes(field, "little")
+            last, block_type, size = h & 1, (h >> 1) & 3, h >> 3
+            if block_type == 3:
+                raise self._fail("reserved block type")
+            if size > self._MAX_BLOCK:
+                raise self._fail("block larger than 128 KiB")
+            self._skip = 1 if block_type == 1 else size  # RLE blocks hold one byte
+            if last:
+                self._state, self._need = "checksum", 4
+        else:  # checksum
+            self._done = True
+
+    def finish(self) -> None:
+        if not self._done or self._skip or self._buf:
+            raise self._fail("zstd frame is truncated")
+
+
 class _HashingReader:
     """Hash and count the compressed bytes, refusing more than ``max_bytes``."""
 
-    def __init__(self, raw: BinaryIO, max_bytes: int) -> None:
+    def __init__(
+        self, raw: BinaryIO, max_bytes: int, frames: _ZstdFrameChecker | None = None
+    ) -> None:
         self._raw = raw
         self._max = max_bytes
+        self._frames = frames
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -107,7 +189,14 @@ class _HashingReader:
         if self.size > self._max:
             raise VerificationError(f"bundle: larger than {self._max} bytes")
         self._hash.update(data)
+        if self._frames is not None:
+            self._frames.feed(data)
         return data
+
+    def drain(self) -> None:
+        """Read (hash, frame-check) everything left in the source."""
+        while self.read(CHUNK_SIZE):
+            pass
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -120,8 +209,7 @@ def hash_stream(f: BinaryIO, max_bytes: int) -> tuple[str, int]:
         VerificationError: more than ``max_bytes`` bytes.
     """
     reader = _HashingReader(f, max_bytes)
-    while reader.read(CHUNK_SIZE):
-        pass
+    reader.drain()
     return reader.hexdigest(), reader.size
 
 
@@ -134,9 +222,10 @@ class _Header:
 
 
 class _TarReader:
-    def __init__(self, stream: BinaryIO, max_bytes: int) -> None:
+    def __init__(self, stream: BinaryIO, max_bytes: int, at_eof: Callable[[], None]) -> None:
         self._s = stream
         self._max = max_bytes
+        self._at_eof = at_eof  # reports a cut zstd frame before a cut tar
         self.offset = 0
 
     def _account(self, n: int) -> None:
@@ -147,6 +236,7 @@ class _TarReader:
     def read_some(self, n: int) -> bytes:
         data = self._s.read(n)
         if not data:
+            self._at_eof()
             raise VerificationError(f"tar: truncated at offset {self.offset}")
         self._account(len(data))
         return data
@@ -205,6 +295,7 @@ class _TarReader:
         while True:
             data = self._s.read(CHUNK_SIZE)
             if not data:
+                self._at_eof()
                 return
             self._account(len(data))
             if data.count(0) != len(data):
@@ -339,21 +430,25 @@ def read_bundle(source: BinaryIO, limits: BundleLimits, sink: MemberSink) -> Rea
     Raises:
         VerificationError: naming the first problem found.
     """
-    hashing = _HashingReader(source, limits.max_bundle_bytes)
+    frames = _ZstdFrameChecker()
+    hashing = _HashingReader(source, limits.max_bundle_bytes, frames)
+
+    def at_eof() -> None:
+        # (3) the decoder stopped: the frame must be complete and nothing may
+        # follow it.
+        hashing.drain()
+        frames.finish()
+
     try:
-        # read_across_frames: trailing bytes must be zstd too, so garbage
-        # after the frame is an error instead of being silently ignored.
         # zstandard only calls read(); the cast is for its IO[bytes] annotation.
         with zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], hashing), read_size=CHUNK_SIZE, read_across_frames=True, closefd=False
+            cast(IO[bytes], hashing), read_size=CHUNK_SIZE, read_across_frames=False, closefd=False
         ) as zr:
-            tar = _TarReader(zr, limits.max_tar_bytes)
+            tar = _TarReader(zr, limits.max_tar_bytes, at_eof)
             manifest = _read_manifest(tar, limits)
             _read_members(tar, manifest, limits, sink)
             tar.expect_end()
     except zstandard.ZstdError as e:
         # (3) the zstd frame does not decode.
         raise VerificationError(f"bundle: zstd stream does not decode: {e}") from e
-    if hashing.read(1):
-        raise VerificationError("bundle: data after the end of the zstd stream")
     return ReadResult(manifest=manifest, sha256=hashing.hexdigest(), size=hashing.size)

@@ -31,9 +31,11 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from worker.bundle._ids import check_branch, check_commit, check_repo
 from worker.bundle._json import describe_validation_error, strict_json_loads
 from worker.bundle._time import format_utc, parse_utc
 from worker.bundle.limits import DEFAULT_LIMITS
@@ -65,7 +67,6 @@ BYPRODUCT_KINDS = frozenset({"lineage", "trace", "energy"})
 # One signer today; a few more for key rotation. Bounds verification work.
 _MAX_SIGNATURES = 16
 
-_COMMIT_RE = re.compile(r"^[0-9a-f]{64}$")
 _B64_STD = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _B64_URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 
@@ -112,6 +113,22 @@ class _ExternalParameters(_Model):
     lakefs_branch: str
     lakefs_commit: str
 
+    # Same rules as the manifest: values are comparable and safe to print.
+    @field_validator("lakefs_repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        return check_repo(v)
+
+    @field_validator("lakefs_branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        return check_branch(v)
+
+    @field_validator("lakefs_commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        return check_commit(v)
+
 
 class _BuildDefinition(_Model):
     build_type: Literal["https://kfm.local/rollback-bundle/v1"] = Field(alias="buildType")
@@ -156,8 +173,6 @@ class _Statement(_Model):
         # A statement that disagrees with itself is refused outright, so later
         # checks can compare against any one of its copies of the commit.
         params = self.predicate.build_definition.external_parameters
-        if not _COMMIT_RE.match(params.lakefs_commit):
-            raise ValueError("externalParameters.lakefs_commit is not a lakeFS commit id")
         if len(self.subject) != 1:
             raise ValueError("exactly one subject expected")
         if self.subject[0].name != bundle_name(params.lakefs_commit):

@@ -15,7 +15,6 @@ can be written to disk without further path checks.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Literal, Self
@@ -30,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from worker.bundle._ids import check_branch, check_commit, check_repo
 from worker.bundle._json import describe_validation_error, strict_json_loads
 from worker.bundle._time import format_utc, parse_utc
 from worker.canonical import canonical_bytes
@@ -58,13 +58,6 @@ MAX_COMPONENT_BYTES = 255
 MemberKind = Literal["stac", "config", "model", "lineage", "trace", "energy", "meta"]
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-
-# The same lakeFS id rules as worker.events, so a manifest can only name a
-# commit that a commit event could have named.
-_REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
-_BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{64}$")
-
 
 def show_path(path: str) -> str:
     """A member path safe to put in an error or log line.
@@ -162,23 +155,17 @@ class BundleManifest(BaseModel):
     @field_validator("lakefs_repo")
     @classmethod
     def _repo(cls, v: str) -> str:
-        if not _REPO_RE.match(v):
-            raise ValueError("not a lakeFS repository id")
-        return v
+        return check_repo(v)
 
     @field_validator("lakefs_branch")
     @classmethod
     def _branch(cls, v: str) -> str:
-        if not _BRANCH_RE.match(v) or ".." in v:
-            raise ValueError("not a lakeFS branch name")
-        return v
+        return check_branch(v)
 
     @field_validator("lakefs_commit")
     @classmethod
     def _commit(cls, v: str) -> str:
-        if not _COMMIT_RE.match(v):
-            raise ValueError("not a lakeFS commit id (64 lowercase hex)")
-        return v
+        return check_commit(v)
 
     @field_validator("commit_created_at")
     @classmethod

@@ -1,0 +1,274 @@
+"""Issue 3: the bundler agent against real lakeFS, Kafka and S3.
+
+A commit made in lakeFS reaches the worker through the real action webhook;
+the bundle it stores must hold exactly the commit's bytes, rebuild
+byte-identically, verify, and fail verification when tampered with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from hooks.install import install_action
+from tests.integration.fixtures_repo import populate
+from tests.integration.helpers import (
+    ROOT,
+    end_offsets,
+    free_port,
+    hooks_server,
+    read_since,
+    run_kfm,
+    unique,
+    worker_process,
+)
+from worker._internal.lakefs import LakeFS
+from worker._internal.s3 import open_bucket
+from worker.bundle.extract import extract_bundle
+from worker.config import Settings, load_settings
+from worker.constants import TOPIC_DEAD_LETTER, TOPIC_GOVERNANCE, TOPIC_INDEX_CANDIDATES
+
+pytestmark = pytest.mark.stack
+
+PREFIX = unique("bt") + "."
+
+
+@pytest.fixture(scope="module")
+def env(stack_env: dict[str, str]) -> dict[str, str]:
+    e = {**stack_env, "KFM_TOPIC_PREFIX": PREFIX}
+    run_kfm(e, "topics", "ensure")
+    return e
+
+
+@pytest.fixture(scope="module")
+def settings(env: dict[str, str]) -> Settings:
+    return load_settings({**os.environ, **env})
+
+
+@pytest.fixture
+async def lakefs(settings: Settings) -> AsyncIterator[LakeFS]:
+    client = LakeFS(settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def running(env: dict[str, str]) -> Iterator[str]:
+    """The hooks server and one worker for the module; yields the webhook URL."""
+    with hooks_server(env) as url, worker_process(env, PREFIX):
+        yield url + "/lakefs/webhook"
+
+
+async def _candidates(settings: Settings, start: dict[int, int], want: int, timeout: float = 90) -> list[dict]:
+    recs = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_INDEX_CANDIDATES), start,
+                            want=want, timeout=timeout)
+    return [json.loads(v) for _, v, _ in recs]
+
+
+async def _offsets(settings: Settings, topic: str) -> dict[int, int]:
+    return await end_offsets(settings.kafka_bootstrap, settings.topic(topic))
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with path.open("rb") as f:
+        reader = zstandard.ZstdDecompressor().stream_reader(f)
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+
+
+def _repack(members: dict[str, bytes], out: Path, mtime: int = 0) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), mtime, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    out.write_bytes(zstandard.ZstdCompressor(level=10).compress(buf.getvalue()))
+
+
+async def _download(settings: Settings, key: str, dest: Path) -> None:
+    async with open_bucket(settings) as b:
+        await b.download(key, dest, 1 << 32)
+
+
+async def test_commit_is_bundled_verified_and_tamper_evident(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str, tmp_path: Path
+) -> None:
+    repo = unique("bundle")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    start = await _offsets(settings, TOPIC_INDEX_CANDIDATES)
+    await install_action(lakefs, repo, "main", running)
+    commit = await populate(lakefs, repo)
+
+    cands = await _candidates(settings, start, want=2)
+    by_commit = {c["body"]["lakefs_commit"]: c for c in cands}
+    assert commit in by_commit, cands
+    cand = by_commit[commit]
+    body = cand["body"]
+    assert body["artifact_uri"] == f"s3://{settings.s3_bucket}/artifacts/{commit}.tar.zst"
+    assert body["checksums"]["artifact_sha256"] == cand["bundle_sha256"]
+    assert len(body["otel_trace_id"]) == 32 and body["openlineage_run_id"]
+    assert body["energy_carbon"]["kwh"] >= 0 and "cpu_s" in body["energy_carbon"]["method"]
+
+    # The stored bundle holds exactly the commit's bytes.
+    bundle = tmp_path / f"{commit}.tar.zst"
+    await _download(settings, f"artifacts/{commit}.tar.zst", bundle)
+    extracted = extract_bundle(bundle, tmp_path / "x")
+    for path in ("configs/pipeline.yaml", "configs/nested/features.json", "models/focus/3.1.0.bin",
+                 "models/manifest.json"):
+        want = await lakefs.read(repo, commit, path, 1 << 30)
+        assert extracted.files[f"lakefs/{path}"].read_bytes() == want, path
+    assert {c["path"] for c in body["configs"]} == {"configs/pipeline.yaml", "configs/nested/features.json"}
+    assert body["models"][0]["name"] == "focus-transformer"
+    item = json.loads(extracted.files["lakefs/stac/landcover/items/tile-1.json"].read_bytes())
+    asset = item["assets"]["data"]
+    assert asset["href"] == f"lakefs://{repo}/{commit}/data/landcover/tile-1.tif"
+    assert asset["file:size"] == 50_000 and asset["kfm:lakefs_checksum"]
+    assert item["assets"]["thumb"]["href"] == "https://example.org/thumb.png"
+    assert {d["lakefs_ref"] for d in body["data_snapshot"]} == {
+        f"lakefs://{repo}/{commit}/stac/catalog.json",
+        f"lakefs://{repo}/{commit}/stac/landcover/collection.json",
+    }
+    # The commit is protected from garbage collection by a tag.
+    assert (await lakefs.get_commit(repo, f"kfm-rollback-{commit[:20]}")).id == commit
+
+    # kfm verify: passes on the stored bundle, by URI and as a file.
+    ok = run_kfm(env, "verify", body["artifact_uri"])
+    assert ok.stdout.startswith("OK:") and commit in ok.stdout
+    att = tmp_path / f"{commit}.intoto.json"
+    async with open_bucket(settings) as b:
+        att.write_bytes((await b.get(f"attestations/{commit}.intoto.json", 1 << 20))[0])
+    assert run_kfm(env, "verify", str(bundle)).returncode == 0
+
+    # ... and fails, naming the problem, on every kind of tampering.
+    flipped = tmp_path / "flipped.tar.zst"
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    r = run_kfm(env, "verify", str(flipped), "--attestation", str(att), check=False)
+    assert r.returncode == 1 and "FAIL" in r.stdout and "sha256" in r.stdout.lower()
+
+    members = _members(bundle)
+    removed = dict(members)
+    del removed["lakefs/configs/pipeline.yaml"]
+    short = tmp_path / "removed.tar.zst"
+    _repack(removed, short)
+    r = run_kfm(env, "verify", str(short), "--attestation", str(att), check=False)
+    assert r.returncode == 1 and "FAIL" in r.stdout
+
+    other = await populate(lakefs, repo, threshold="0.9", message="second commit")
+    cands = await _candidates(settings, start, want=3)
+    assert other in {c["body"]["lakefs_commit"] for c in cands}
+    other_att = tmp_path / "other.intoto.json"
+    async with open_bucket(settings) as b:
+        other_att.write_bytes((await b.get(f"attestations/{other}.intoto.json", 1 << 20))[0])
+    r = run_kfm(env, "verify", str(bundle), "--attestation", str(other_att), check=False)
+    assert r.returncode == 1 and "FAIL" in r.stdout
+
+    unknown = tmp_path / "keys"
+    run_kfm(env, "keys", "init", "--dir", str(unknown), "--name", "stranger")
+    r = run_kfm(env, "verify", str(bundle), "--attestation", str(att), "--key", str(unknown / "stranger.pub"),
+                check=False)
+    assert r.returncode == 1 and "FAIL" in r.stdout and "key" in r.stdout.lower()
+
+
+async def test_same_commit_bundled_twice_is_byte_identical(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, tmp_path: Path
+) -> None:
+    repo = unique("repro")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    commit = await populate(lakefs, repo)
+    a, b = tmp_path / "a.tar.zst", tmp_path / "b.tar.zst"
+    ra = json.loads(run_kfm(env, "bundle", "build", "--repo", repo, "--ref", commit, "--out", str(a)).stdout)
+    rb = json.loads(run_kfm(env, "bundle", "build", "--repo", repo, "--ref", commit, "--out", str(b)).stdout)
+    assert a.read_bytes() == b.read_bytes()
+    assert ra["sha256"] == rb["sha256"] and ra["members"] == rb["members"] == 7
+
+
+async def test_failures_publish_no_candidate(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str
+) -> None:
+    # (a) lakeFS object missing: the model manifest names a file that is not there.
+    repo = unique("broken")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    await lakefs.upload(repo, "main", "configs/a.yaml", b"a: 1\n")
+    manifest = {"models": [{"name": "ghost", "version": "1.0.0", "path": "models/ghost.bin"}]}
+    await lakefs.upload(repo, "main", "models/manifest.json", json.dumps(manifest).encode())
+    missing = await lakefs.commit(repo, "main", "model manifest with a missing model")
+    start_c = await _offsets(settings, TOPIC_INDEX_CANDIDATES)
+    start_d = await _offsets(settings, TOPIC_DEAD_LETTER)
+    start_g = await _offsets(settings, TOPIC_GOVERNANCE)
+    run_kfm(env, "checkpoint", "--repo", repo, "--ref", missing)
+    dead = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_DEAD_LETTER), start_d, want=1, timeout=60)
+    assert any("models/ghost.bin" in json.loads(v)["reason"] for _, v, _ in dead)
+    gov = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_GOVERNANCE), start_g, want=1, timeout=10)
+    failed = [json.loads(v) for _, v, _ in gov if json.loads(v)["type"] == "bundle.failed"]
+    assert failed and failed[0]["lakefs_commit"] == missing and failed[0]["retryable"] is False
+    assert await _candidates(settings, start_c, want=0, timeout=3) == []
+    async with open_bucket(settings) as b:
+        assert await b.head(f"artifacts/{missing}.tar.zst") is None
+
+    # (b) S3 down: a worker that cannot reach the bucket retries, then reports; no candidate, no object.
+    repo2 = unique("s3down")
+    await lakefs.create_repository(repo2, f"local://{repo2}")
+    commit2 = await populate(lakefs, repo2)
+    prefix2 = unique("s3down") + "."
+    env2 = {**env, "KFM_TOPIC_PREFIX": prefix2, "KFM_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+            "KFM_BUNDLE_RETRIES": "1"}
+    run_kfm(env2, "topics", "ensure")
+    s2 = load_settings({**os.environ, **env2})
+    start_c2 = await _offsets(s2, TOPIC_INDEX_CANDIDATES)
+    start_d2 = await _offsets(s2, TOPIC_DEAD_LETTER)
+    with worker_process(env2, prefix2):
+        run_kfm(env2, "checkpoint", "--repo", repo2, "--ref", commit2)
+        dead = await read_since(s2.kafka_bootstrap, s2.topic(TOPIC_DEAD_LETTER), start_d2, want=1, timeout=120)
+    assert dead and "retries exhausted" in json.loads(dead[0][1])["reason"]
+    assert await _candidates(s2, start_c2, want=0, timeout=3) == []
+    async with open_bucket(settings) as b:
+        assert await b.head(f"artifacts/{commit2}.tar.zst") is None
+        assert await b.head(f"attestations/{commit2}.intoto.json") is None
+
+
+async def test_one_gib_model_bundles_in_bounded_memory(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, tmp_path: Path
+) -> None:
+    repo = unique("big")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    big = tmp_path / "model.bin"
+    with big.open("wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(16 << 20))
+    await lakefs.upload(repo, "main", "models/big/1.0.0.bin", big)
+    big.unlink()
+    manifest = {"models": [{"name": "big", "version": "1.0.0", "path": "models/big/1.0.0.bin"}]}
+    await lakefs.upload(repo, "main", "models/manifest.json", json.dumps(manifest).encode())
+    commit = await lakefs.commit(repo, "main", "a 1 GiB model")
+    out = tmp_path / "big.tar.zst"
+    # A fresh parent whose only child is the build, so RUSAGE_CHILDREN is the build's peak RSS.
+    probe = (
+        "import resource, subprocess, sys;"
+        "r = subprocess.run(sys.argv[1:]);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+        "sys.exit(r.returncode)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe, sys.executable, "-m", "worker._cli", "bundle", "build",
+         "--repo", repo, "--ref", commit, "--out", str(out)],
+        env={**os.environ, **env}, capture_output=True, text=True, cwd=ROOT, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    peak_mib = int(r.stdout.strip().splitlines()[-1]) / 1024
+    print(f"1 GiB model bundle: peak RSS {peak_mib:.0f} MiB, bundle {out.stat().st_size / 2**20:.0f} MiB")
+    assert out.stat().st_size > 1 << 30
+    assert peak_mib < 300, peak_mib
+    await asyncio.sleep(0)
