@@ -236,6 +236,96 @@ def _trusted_keys(args: argparse.Namespace, settings: Settings) -> Any:
     raise ConfigError("no trusted keys: pass --key PUB or set KFM_TRUSTED_KEYS_DIR")
 
 
+def _with_runtime(fn: Callable[[Any], Coroutine[Any, Any, int]], settings: Settings) -> int:
+    from worker.agents.runtime import Runtime
+
+    async def go() -> int:
+        async with await Runtime.open(settings) as rt:
+            return await fn(rt)
+
+    return _run(go())
+
+
+def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.agents.auditing import load_ledger
+
+    async def go(rt: Any) -> int:
+        ledger = await load_ledger(rt.bucket)
+        for row in ledger.rows:
+            print(f"{row.seq:6d}  {row.lakefs_commit[:16]}  {row.lakefs_repo}/{row.lakefs_branch}  "
+                  f"{row.created_at}  {row.checksums.artifact_sha256[:16]}")
+        print(f"{ledger.size} rows, root {ledger.root().hex()}")
+        return 0
+
+    return _with_runtime(go, settings)
+
+
+def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.agents.auditing import load_ledger
+    from worker.errors import IntegrityError
+
+    async def go(rt: Any) -> int:
+        row = (await load_ledger(rt.bucket)).row_for(args.commit)
+        if row is None:
+            raise IntegrityError(f"no ledger row for commit {args.commit}")
+        print(json.dumps(row.model_dump(mode="json"), indent=2, sort_keys=True))
+        return 0
+
+    return _with_runtime(go, settings)
+
+
+def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.agents.auditing import prove
+
+    trusted = _trusted_keys(args, settings)
+
+    async def go(rt: Any) -> int:
+        print(json.dumps(await prove(rt, args.commit, trusted), indent=2))
+        return 0
+
+    return _with_runtime(go, settings)
+
+
+def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.agents.auditing import verify_registry
+    from worker.errors import VerificationError
+
+    trusted = _trusted_keys(args, settings)
+
+    async def go(rt: Any) -> int:
+        try:
+            r = await verify_registry(rt, trusted)
+        except VerificationError as e:
+            print(f"FAIL: {e}")
+            return 1
+        print(f"OK: {r.rows} rows, chain valid, root {r.root}, {r.checkpoints} signed checkpoints consistent, "
+              f"Parquet mirror and {r.sidecars} sidecars agree")
+        return 0
+
+    return _with_runtime(go, settings)
+
+
+def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from worker.agents.auditing import replay
+
+    trusted = _trusted_keys(args, settings)
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="kfm-replay-"))
+
+    async def go(rt: Any) -> int:
+        r = await replay(rt, trusted, scratch)
+        verdict = "MATCH" if r.matches else "MISMATCH"
+        print(f"{verdict}: {r.candidates} candidates replayed into {r.rows} rows "
+              f"({r.duplicates} duplicates, {r.rejected} rejected), root {r.root}; scratch {scratch}")
+        for d in r.differences:
+            print(f"  - {d}")
+        return 0 if r.matches else 1
+
+    return _with_runtime(go, settings)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kfm",
@@ -297,6 +387,26 @@ def _build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
     ver.add_argument("--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)")
     ver.set_defaults(handler=_verify)
+    ledger = sub.add_parser("ledger", help="the append-only index").add_subparsers(
+        dest="ledger_command", required=True, metavar="LEDGER_COMMAND"
+    )
+    ledger.add_parser("list", help="one line per row").set_defaults(handler=_ledger_list)
+    show = ledger.add_parser("show", help="the row of one commit, as JSON")
+    show.add_argument("commit")
+    show.set_defaults(handler=_ledger_show)
+    pr = ledger.add_parser("prove", help="inclusion proof of a commit's row against the latest signed checkpoint")
+    pr.add_argument("commit")
+    pr.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    pr.set_defaults(handler=_ledger_prove)
+    lv = ledger.add_parser("verify", help="re-derive chain, root, checkpoints and mirrors; non-zero on any difference")
+    lv.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    lv.set_defaults(handler=_ledger_verify)
+
+    audit = sub.add_parser("audit", help="audit").add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    rp = audit.add_parser("replay", help="rebuild the ledger from the writer topic and compare with the canonical one")
+    rp.add_argument("--scratch", help="where to write the rebuilt ledger (default: a new temp dir)")
+    rp.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    rp.set_defaults(handler=_audit_replay)
     return p
 
 

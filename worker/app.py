@@ -16,10 +16,15 @@ import faust
 import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from worker.agents.handlers import handle_commit_event
+from worker._internal.kafka import partition_count
+from worker._internal.s3 import PreconditionFailed
+from worker.agents.handlers import handle_commit_event, signing_key
+from worker.agents.recording import LedgerStore, checkpoint_origin, record_batch
 from worker.agents.runtime import Runtime
 from worker.config import load_settings
 from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES
+from worker.errors import ConfigError, TransientError
+from worker.keys import TrustedKeys
 from worker.logs import configure_logging
 from worker.tracing import init_tracing
 
@@ -94,4 +99,41 @@ async def bundler(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             await handle_commit_event(await runtime(), event.value, list(event.message.headers or []))
         except Exception:  # a bug, not bad data: log it loudly, keep the stream alive
             log.exception("bundler.unexpected_error", offset=event.message.offset)
+        yield None
+
+
+@app.agent(candidates_topic)
+async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    """The only writer of the ledger; its topic has exactly one partition."""
+    topic = settings.topic(TOPIC_INDEX_CANDIDATES)
+    count = await partition_count(settings.kafka_bootstrap, topic)
+    if count != 1:
+        err = ConfigError(f"writer topic {topic} has {count} partitions; it must have exactly 1")
+        log.critical("ledger.refusing_to_run", reason=str(err))
+        await app.crash(err)
+        return
+    rt = await runtime()
+    key = signing_key(rt)
+    if not settings.trusted_keys_dir:
+        await app.crash(ConfigError("KFM_TRUSTED_KEYS_DIR must be set for the ledger writer"))
+        return
+    from pathlib import Path
+
+    trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
+    origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
+    store = await LedgerStore.load(rt.bucket, origin)
+    finished = await store.reconcile(key, settings.checkpoint_name)
+    if finished:
+        log.warning("ledger.reconciled_after_crash", derived=finished)
+    async for values in stream.take(100, within=1.0):
+        delay = 0.5
+        while True:  # never skip a candidate: the ledger must not have holes
+            try:
+                await record_batch(rt, store, list(values), trusted, key)
+                break
+            except (PreconditionFailed, TransientError) as e:
+                log.warning("ledger.retrying_batch", error=str(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                store = await LedgerStore.load(rt.bucket, origin)
         yield None

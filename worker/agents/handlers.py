@@ -73,7 +73,7 @@ async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str
             await _dead_letter(rt, value, headers, e.diagnostics())
             await emit(rt, "bundle.failed", event, reason=e.diagnostics(), retryable=False)
             return False
-    candidate = candidate_of(published)
+    candidate = candidate_of(published, rt.settings.producer_name).to_bytes()
     # Bookkeeping that must survive cancellation: the bundle is stored, so its
     # candidate must reach the writer even if the worker is being stopped.
     await asyncio.shield(

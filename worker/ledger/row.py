@@ -1,0 +1,342 @@
+"""Ledger rows: the authoritative schema (spec section 3) and its one encoding.
+
+Why one encoding: a row's ``hash``, the next row's ``prev`` and the Merkle
+leaf are all digests of bytes, so every writer and verifier must derive the
+same bytes. A row is stored as its RFC 8785 (JCS) canonical JSON followed by a
+newline, and :func:`parse_jsonl` rejects any line that is not already in that
+form. So "the bytes on disk" and "the bytes we hash" are always the same bytes
+(STYLE.md, anti-pattern 2), even though the models are rebuilt on parsing.
+
+Definitions (all hex digests are lowercase SHA-256):
+    * ``leaf_bytes(row)``: canonical JSON of the whole row, ``hash`` included,
+      without the newline. It is the JSONL line minus ``\\n`` and the RFC 6962
+      Merkle leaf data.
+    * ``hash``: SHA-256 of the canonical JSON of the row *without* the ``hash``
+      key (so ``seq`` and ``prev`` are covered).
+    * ``prev``: SHA-256 of the previous row's ``leaf_bytes``, i.e. of the
+      previous line as stored minus its newline (``sha256sum`` can check it),
+      or 64 zeros for ``seq`` 0.
+
+Rows, candidates and parsed lines are untrusted input, so every model is
+frozen, strict and forbids unknown keys; every string is bounded, and the
+strings that end up in storage keys or in the sidecar's shell command
+(commit id, branch, URIs) are restricted to safe alphabets.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.canonical import canonical_bytes, sha256_hex
+from worker.errors import IntegrityError, VerificationError
+
+__all__ = [
+    "GENESIS_PREV",
+    "MAX_LINE_BYTES",
+    "Checksums",
+    "ConfigRef",
+    "EnergyCarbon",
+    "IndexCandidate",
+    "LedgerRow",
+    "ModelRef",
+    "RowBody",
+    "Signatures",
+    "SnapshotRef",
+    "compute_hash",
+    "format_utc",
+    "leaf_bytes",
+    "parse_candidate",
+    "parse_jsonl",
+    "parse_utc",
+    "row_to_line",
+]
+
+GENESIS_PREV: Final = "0" * 64
+"""``prev`` of the row with ``seq`` 0: there is no previous line to hash."""
+
+MAX_LINE_BYTES: Final = 1024 * 1024
+"""Largest JSONL line (and candidate message) we parse; real rows are a few KiB."""
+
+# JCS encodes numbers as IEEE doubles; larger integers would not round-trip.
+_MAX_SAFE_INT: Final = 2**53 - 1
+
+# Same alphabets as worker.events (lakeFS ids); repeated here because those are private.
+_REPO = r"^[a-z0-9][a-z0-9-]{2,62}$"
+_BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
+_SHA256 = r"^[0-9a-f]{64}$"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# W3C trace id, or empty when the bundler ran without a valid span (tracing.current_trace_id).
+_TRACE_ID = r"^(?:[0-9a-f]{32})?$"
+# Absolute URI, printable ASCII without spaces: it is pasted into restore_cmd.
+_URI = r"^[a-z][a-z0-9+.\-]*://[!-~]+$"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_PRINTABLE = r"^[!-~]+$"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+# One spelling per instant: seconds, or exactly six fractional digits, then Z.
+_UTC_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{6}))?Z$", re.ASCII)
+
+Sha256Hex = Annotated[str, Field(pattern=_SHA256)]
+Uri = Annotated[str, Field(min_length=1, max_length=2048, pattern=_URI)]
+Text = Annotated[str, Field(min_length=1, max_length=1024, pattern=_NO_CONTROL)]
+
+_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def format_utc(moment: datetime) -> str:
+    """Spell a UTC instant the one way rows store it (RFC 3339, ``Z``).
+
+    Whole seconds are written without a fraction, anything finer with exactly
+    six digits, so that equal instants always give equal bytes.
+
+    Raises:
+        ValueError: ``moment`` is naive or not at UTC offset zero (we never
+            guess a timezone).
+    """
+    if moment.tzinfo is None or moment.utcoffset() != timedelta(0):
+        raise ValueError("timestamp must be timezone-aware UTC")
+    m = moment.astimezone(UTC)
+    text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+    if m.microsecond:
+        text += f".{m.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse a timestamp written by :func:`format_utc`, and only that spelling.
+
+    Raises:
+        ValueError: not RFC 3339 UTC with ``Z``, not a real date, or not the
+            canonical spelling (for example ``.000000Z`` or ``.5Z``).
+    """
+    m = _UTC_RE.match(text)
+    if m is None:
+        raise ValueError("must be an RFC 3339 UTC timestamp like 2025-11-30T12:00:00Z")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    micro = int(m.group(7)) if m.group(7) else 0
+    moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
+    if format_utc(moment) != text:
+        raise ValueError("fraction must be omitted for whole seconds, else six digits")
+    return moment
+
+
+class SnapshotRef(BaseModel):
+    """A frozen STAC document and the lakeFS ref it was read at."""
+
+    model_config = _STRICT
+
+    stac: Uri
+    lakefs_ref: Uri
+
+
+class ModelRef(BaseModel):
+    """A model binary that ran in production with this data."""
+
+    model_config = _STRICT
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    version: Annotated[str, Field(pattern=_NAME)]
+    uri: Uri
+    sha256: Sha256Hex
+
+
+class ConfigRef(BaseModel):
+    """A pipeline config file (path in the lakeFS repository) and its digest."""
+
+    model_config = _STRICT
+
+    path: Text
+    sha256: Sha256Hex
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v.split("/"):
+            raise ValueError("must be a relative path without '..'")
+        return v
+
+
+class Checksums(BaseModel):
+    """Digest of the bundle file the row points to."""
+
+    model_config = _STRICT
+
+    artifact_sha256: Sha256Hex
+
+
+class Signatures(BaseModel):
+    """Where the in-toto/SLSA attestation is and which key signed it."""
+
+    model_config = _STRICT
+
+    in_toto: Uri
+    key_id: Annotated[str, Field(max_length=256, pattern=_PRINTABLE)]
+
+
+class EnergyCarbon(BaseModel):
+    """Energy and carbon of the bundling run, with the method that produced them."""
+
+    model_config = _STRICT
+
+    kwh: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    co2e_kg: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    method: Text
+
+
+class RowBody(BaseModel):
+    """Exactly the spec section 3 fields: what the bundler asserts about one commit.
+
+    Every field is required (no defaults), so a parsed row dumps back to the
+    same keys it was parsed from, which the canonical-bytes check relies on.
+    """
+
+    model_config = _STRICT
+
+    lakefs_repo: Annotated[str, Field(pattern=_REPO)]
+    lakefs_branch: str
+    lakefs_commit: Annotated[str, Field(pattern=_SHA256)]
+    created_at: str
+    producer: Text
+    openlineage_run_id: Annotated[str, Field(pattern=_UUID)]
+    otel_trace_id: Annotated[str, Field(pattern=_TRACE_ID)]
+    artifact_uri: Uri
+    data_snapshot: tuple[SnapshotRef, ...] = Field(max_length=50_000)
+    models: tuple[ModelRef, ...] = Field(max_length=1000)
+    configs: tuple[ConfigRef, ...] = Field(max_length=10_000)
+    checksums: Checksums
+    signatures: Signatures
+    energy_carbon: EnergyCarbon
+
+    @field_validator("lakefs_branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        if not _BRANCH_RE.match(v) or ".." in v:
+            raise ValueError("not a lakeFS branch name")
+        return v
+
+    @field_validator("created_at")
+    @classmethod
+    def _created_at(cls, v: str) -> str:
+        parse_utc(v)
+        return v
+
+
+class LedgerRow(RowBody):
+    """A :class:`RowBody` placed in the ledger: position and chain links.
+
+    Build one with :func:`worker.ledger.chain.next_row`; constructing it by hand
+    does not check ``prev`` or ``hash`` (that is :func:`verify_chain`'s job).
+    """
+
+    seq: Annotated[int, Field(ge=0, le=_MAX_SAFE_INT)]
+    prev: Sha256Hex
+    hash: Sha256Hex
+
+    def body(self) -> RowBody:
+        """The bundler's part of the row, without ``seq``/``prev``/``hash``."""
+        return RowBody(**{name: getattr(self, name) for name in RowBody.model_fields})
+
+
+class IndexCandidate(BaseModel):
+    """What the bundler publishes on the candidates topic for the writer to append.
+
+    ``bundle_sha256`` and ``attestation_uri`` repeat fields of ``body`` so the
+    writer can report duplicates without opening the body; they must agree
+    with it, or the message is refused.
+    """
+
+    model_config = _STRICT
+
+    body: RowBody
+    bundle_sha256: Sha256Hex
+    attestation_uri: Uri
+    request_id: Annotated[str, Field(max_length=4096)]
+
+    @model_validator(mode="after")
+    def _agrees_with_body(self) -> Self:
+        if self.bundle_sha256 != self.body.checksums.artifact_sha256:
+            raise ValueError("bundle_sha256 differs from body.checksums.artifact_sha256")
+        if self.attestation_uri != self.body.signatures.in_toto:
+            raise ValueError("attestation_uri differs from body.signatures.in_toto")
+        return self
+
+    def to_bytes(self) -> bytes:
+        """The Kafka value: canonical JSON, so re-publishing is byte-identical."""
+        return canonical_bytes(self.model_dump(mode="json"))
+
+
+def leaf_bytes(row: LedgerRow) -> bytes:
+    """Canonical JSON of the whole row: the JSONL line without ``\\n``, the Merkle leaf."""
+    return canonical_bytes(row.model_dump(mode="json"))
+
+
+def row_to_line(row: LedgerRow) -> bytes:
+    """The row's JSONL line: :func:`leaf_bytes` plus ``\\n``."""
+    return leaf_bytes(row) + b"\n"
+
+
+def compute_hash(row: LedgerRow) -> str:
+    """What ``row.hash`` must be: SHA-256 of the canonical row without ``hash``."""
+    return sha256_hex(canonical_bytes(row.model_dump(mode="json", exclude={"hash"})))
+
+
+def _first_error(e: ValidationError) -> str:
+    # Only location and message: the input value may be large or hostile.
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(row)"
+    return f"{loc}: {err['msg']}"
+
+
+def parse_jsonl(data: bytes, *, max_line_bytes: int = MAX_LINE_BYTES) -> list[LedgerRow]:
+    """Parse the ledger file. Checks each line's form, not the chain.
+
+    Every line must be a complete row in canonical form and end with ``\\n``;
+    a missing final newline means a torn write and is refused, not repaired.
+    Call :func:`worker.ledger.chain.verify_chain` on the result (or use
+    ``chain.verify_jsonl``) before trusting it.
+
+    Raises:
+        VerificationError: naming the 1-based line number of the first line
+            that is empty, too long, not a valid row, or not canonical.
+    """
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    if lines[-1]:
+        raise VerificationError(f"ledger line {len(lines)}: no final newline (truncated write?)")
+    rows: list[LedgerRow] = []
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line:
+            raise VerificationError(f"ledger line {number}: empty line")
+        if len(line) > max_line_bytes:
+            raise VerificationError(f"ledger line {number}: longer than {max_line_bytes} bytes")
+        try:
+            row = LedgerRow.model_validate_json(line)
+        except ValidationError as e:
+            raise VerificationError(f"ledger line {number}: {_first_error(e)}") from e
+        if leaf_bytes(row) != line:
+            raise VerificationError(
+                f"ledger line {number}: not canonical RFC 8785 JSON (re-encoded or edited)"
+            )
+        rows.append(row)
+    return rows
+
+
+def parse_candidate(value: bytes, *, max_bytes: int = MAX_LINE_BYTES) -> IndexCandidate:
+    """Parse a candidates-topic value.
+
+    Unlike ledger lines, candidates need not be canonical: the writer
+    re-encodes the body into the row it appends, and only that row is hashed.
+
+    Raises:
+        IntegrityError: too large, or not a valid candidate; never retried.
+    """
+    if len(value) > max_bytes:
+        raise IntegrityError(f"index candidate: larger than {max_bytes} bytes")
+    try:
+        return IndexCandidate.model_validate_json(value)
+    except ValidationError as e:
+        raise IntegrityError(f"index candidate: {_first_error(e)}") from e
