@@ -131,6 +131,16 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
     async def _close(app: web.Application) -> None:
         await app[_PRODUCER].aclose()
 
+    async def _ensure_topics(app: web.Application) -> None:
+        # Best effort: with Kafka down the service still starts (and is not ready).
+        from worker.topics import ensure_all_topics
+
+        try:
+            await ensure_all_topics(settings)
+        except TransientError as e:
+            log.warning("hooks.topics_not_ensured", error=str(e))
+
+    app.on_startup.append(_ensure_topics)
     app.on_cleanup.append(_close)
     app.router.add_post(WEBHOOK_PATH, webhook)
     app.router.add_get("/healthz", healthz)

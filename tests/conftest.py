@@ -30,3 +30,16 @@ def read_stack_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack_env() -> dict[str, str]:
     return read_stack_env()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _topics(request: pytest.FixtureRequest) -> None:
+    """Stack tests publish to the default topics; create them once (idempotent)."""
+    if not any(item.get_closest_marker("stack") for item in request.session.items):
+        return
+    import subprocess
+    import sys
+
+    env = {**os.environ, **read_stack_env()}
+    subprocess.run([sys.executable, "-m", "worker._cli", "topics", "ensure"], env=env, check=True,
+                   cwd=ROOT, capture_output=True)
