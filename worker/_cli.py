@@ -326,6 +326,109 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
     return _with_runtime(go, settings)
 
 
+def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish a rollback request; with --wait, follow it to its result."""
+    import getpass
+    import uuid
+    from datetime import UTC, datetime
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from worker._internal.kafka import Producer
+    from worker.agents.auditing import load_ledger
+    from worker.agents.runtime import Runtime
+    from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
+    from worker.errors import IntegrityError
+    from worker.restore.request import RollbackRequest, RollbackResult, request_key
+
+    async def go() -> int:
+        repo = args.repo
+        if not repo:
+            async with await Runtime.open(settings) as rt:
+                row = (await load_ledger(rt.bucket)).row_for(args.commit)
+            if row is None:
+                raise IntegrityError(f"no ledger row for commit {args.commit}; pass --repo to ask anyway")
+            repo = row.lakefs_repo
+        req = RollbackRequest(
+            request_id=args.request_id or str(uuid.uuid4()),
+            lakefs_repo=repo,
+            commit=args.commit,
+            target_branch=args.branch,
+            strategy=args.strategy,
+            bundle_uri=args.bundle or "",
+            dry_run=args.dry_run,
+            requested_by=args.requested_by or getpass.getuser(),
+            reason=args.reason,
+            requested_at=datetime.now(UTC),
+        )
+        results = settings.topic(TOPIC_ROLLBACK_RESULTS)
+        consumer = None
+        if args.wait:
+            consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
+                                        enable_auto_commit=False)
+            await consumer.start()
+            tp = TopicPartition(results, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)
+        try:
+            async with Producer(settings.kafka_bootstrap, timeout_s=settings.kafka_timeout_s) as producer:
+                await producer.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
+                                    key=request_key(req.lakefs_repo, req.target_branch))
+            print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)
+            if consumer is None:
+                return 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + args.timeout
+            while loop.time() < deadline:
+                batch = await consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for r in records:
+                        res = RollbackResult.model_validate_json(r.value)
+                        if res.request_id != req.request_id:
+                            continue
+                        print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
+                        if res.final:
+                            print(res.model_dump_json(indent=2))
+                            return 0 if res.status in ("completed", "dry-run") else 1
+            print("kfm: error: no final result before --timeout", file=sys.stderr)
+            return 3
+        finally:
+            if consumer is not None:
+                await consumer.stop()
+
+    return _run(go())
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    """Verify, then extract a bundle offline into a directory (air-gapped recovery)."""
+    import tempfile
+    from pathlib import Path
+
+    from worker.bundle.extract import extract_bundle
+    from worker.bundle.limits import BundleLimits
+    from worker.bundle.verify import verify_bundle
+    from worker.errors import VerificationError
+
+    trusted = _trusted_keys(args, settings)
+    limits = BundleLimits.from_config(settings.limits)
+    with tempfile.TemporaryDirectory(prefix="kfm-restore-") as tmp:
+        try:
+            bundle, envelope = _run_pair(_fetch_bundle(settings, args.bundle, args.attestation, Path(tmp)))
+        except OSError as e:
+            print(f"FAIL: cannot read {e.filename}: {e.strerror}")
+            return 1
+        try:
+            v = verify_bundle(bundle, envelope, trusted, limits)
+            out = extract_bundle(bundle, Path(args.to), limits, expected_sha256=v.sha256)
+        except VerificationError as e:
+            print(f"FAIL: {e}")
+            return 1
+    print(f"OK: verified bundle of commit {v.manifest.lakefs_commit} ({v.sha256}); "
+          f"{len(out.files)} members extracted to {args.to}")
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kfm",
@@ -407,6 +510,28 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--scratch", help="where to write the rebuilt ledger (default: a new temp dir)")
     rp.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
     rp.set_defaults(handler=_audit_replay)
+    rb = sub.add_parser("rollback", help="request a rollback of a lakeFS branch to a bundled commit")
+    rb.add_argument("--commit", required=True, help="the full commit id to roll back to")
+    rb.add_argument("--branch", required=True, help="target branch")
+    rb.add_argument("--repo", help="lakeFS repository (default: the ledger row's)")
+    rb.add_argument("--bundle", help="bundle URI; must be the one the ledger recorded")
+    rb.add_argument("--strategy", choices=["revert", "reset", "branch"], default="revert",
+                    help="revert: new commit restoring the tree (default); reset: tag head, hard-reset; "
+                         "branch: create rollback/<commit>-<request>")
+    rb.add_argument("--dry-run", action="store_true", help="verify and report what would change; change nothing")
+    rb.add_argument("--wait", action="store_true", help="follow the request to its result")
+    rb.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+    rb.add_argument("--reason", default="requested with kfm rollback", help="why (kept in the story record)")
+    rb.add_argument("--requested-by", help="who (default: the current user)")
+    rb.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    rb.set_defaults(handler=_rollback)
+
+    rs = sub.add_parser("restore", help="verify and extract a bundle offline")
+    rs.add_argument("--bundle", required=True, help="bundle file or s3:// URI")
+    rs.add_argument("--to", required=True, help="empty or missing directory to extract into")
+    rs.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
+    rs.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    rs.set_defaults(handler=_restore)
     return p
 
 

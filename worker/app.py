@@ -20,9 +20,10 @@ from worker._internal.kafka import partition_count
 from worker._internal.s3 import PreconditionFailed
 from worker.agents.handlers import handle_commit_event, signing_key
 from worker.agents.recording import LedgerStore, checkpoint_origin, record_batch
+from worker.agents.restoring import handle_rollback_request
 from worker.agents.runtime import Runtime
 from worker.config import load_settings
-from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES
+from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBACK_REQUESTS
 from worker.errors import ConfigError, TransientError
 from worker.keys import TrustedKeys
 from worker.logs import configure_logging
@@ -70,6 +71,7 @@ app = faust.App(
 
 events_topic = app.topic(settings.topic(TOPIC_EVENTS), value_type=bytes, key_type=bytes)
 candidates_topic = app.topic(settings.topic(TOPIC_INDEX_CANDIDATES), value_type=bytes, key_type=bytes)
+rollback_topic = app.topic(settings.topic(TOPIC_ROLLBACK_REQUESTS), value_type=bytes, key_type=bytes)
 
 _runtime: Runtime | None = None
 _runtime_lock = asyncio.Lock()
@@ -136,4 +138,27 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 store = await LedgerStore.load(rt.bucket, origin)
+        yield None
+
+
+@app.agent(rollback_topic)
+async def rollback(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    """Rollback requests, in order per branch (the topic is keyed by repo/branch)."""
+    from pathlib import Path
+
+    rt = await runtime()
+    trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
+    async for value in stream:
+        delay = 0.5
+        while True:  # transient failures are retried; the message is not acked meanwhile
+            try:
+                await handle_rollback_request(rt, value, trusted)
+                break
+            except TransientError as e:
+                log.warning("rollback.retrying", error=str(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except Exception:  # a bug: report loudly, keep the stream alive
+                log.exception("rollback.unexpected_error")
+                break
         yield None

@@ -222,5 +222,48 @@ class LakeFS:
             lakefs_sdk.RepositoryCreation(name=repo, storage_namespace=namespace, default_branch=default_branch),
         )
 
+    async def diff(self, repo: str, left: str, right: str) -> list[tuple[str, str]]:
+        """(type, path) of every object that differs between two refs (two-dot:
+        the trees themselves, not since their merge base)."""
+        out: list[tuple[str, str]] = []
+        after = ""
+        while True:
+            page = await self.call(
+                self.refs.diff_refs, repo, left, right, after=after or None, amount=1000, type="two_dot"
+            )
+            out.extend((d.type, d.path) for d in page.results if d.path_type == "object")
+            if not page.pagination.has_more:
+                return out
+            after = page.pagination.next_offset
+
+    async def copy_from(self, repo: str, branch: str, path: str, src_ref: str) -> None:
+        """Server-side copy of ``path`` at ``src_ref`` onto ``branch`` (no data moves through us)."""
+        await self.call(
+            self.objects.copy_object, repo, branch, path,
+            lakefs_sdk.ObjectCopyCreation(src_path=path, src_ref=src_ref),
+        )
+
+    async def delete_paths(self, repo: str, branch: str, paths: list[str]) -> None:
+        for i in range(0, len(paths), 1000):
+            await self.call(
+                self.objects.delete_objects, repo, branch, lakefs_sdk.PathList(paths=paths[i : i + 1000])
+            )
+
+    async def hard_reset(self, repo: str, branch: str, ref: str) -> None:
+        await self.call(self.experimental.hard_reset_branch, repo, branch, ref, force=False)
+
+    async def branch_head_or_none(self, repo: str, branch: str) -> str | None:
+        try:
+            return await self.branch_head(repo, branch)
+        except LakeFSNotFound:
+            return None
+
+    async def stat(self, repo: str, ref: str, path: str) -> ObjectInfo | None:
+        try:
+            o = await self.call(self.objects.stat_object, repo, ref, path)
+        except LakeFSNotFound:
+            return None
+        return ObjectInfo(path=o.path, size=int(o.size_bytes or 0), checksum=o.checksum)
+
     def close(self) -> None:
         self._client.close()

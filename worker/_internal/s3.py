@@ -88,8 +88,12 @@ class Bucket:
             raise err from e
         return str(r["ETag"])
 
-    async def upload_file(self, key: str, path: Path) -> str:
-        """Stream a file up with multipart, refusing to overwrite; return its SHA-256."""
+    async def upload_file(self, key: str, path: Path, *, overwrite: bool = False) -> str:
+        """Stream a file up with multipart; return its SHA-256.
+
+        Refuses to overwrite an existing object unless ``overwrite`` (restores
+        put model binaries back where production reads them).
+        """
         h = hashlib.sha256()
         try:
             up = await self._c.create_multipart_upload(Bucket=self.name, Key=key)
@@ -115,7 +119,7 @@ class Bucket:
                     Key=key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
-                    IfNoneMatch="*",
+                    **({} if overwrite else {"IfNoneMatch": "*"}),
                 )
             except BaseException:
                 try:

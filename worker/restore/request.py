@@ -1,0 +1,111 @@
+"""Rollback request and result messages (documented in docs/rollback.md).
+
+A request is untrusted input from any producer on the rollback-requests
+topic, so it is strict and frozen. Requests are keyed by ``repo/branch``:
+every request for one branch lands on one partition and is handled in order,
+which is what makes two requests for the same state converge.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.errors import IntegrityError
+
+__all__ = ["RollbackRequest", "RollbackResult", "Strategy", "decode_request", "request_key"]
+
+Strategy = Literal["revert", "reset", "branch"]
+
+_COMMIT = re.compile(r"^[0-9a-f]{64}$")
+_BRANCH = re.compile(r"^[\w][\w.\-/]{0,255}$")
+_REPO = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    request_id: str
+    lakefs_repo: str
+    commit: str
+    target_branch: str
+    strategy: Strategy = "revert"
+    bundle_uri: Annotated[str, Field(max_length=2048)] = ""
+    dry_run: bool = False
+    requested_by: Annotated[str, Field(min_length=1, max_length=256)]
+    reason: Annotated[str, Field(min_length=1, max_length=4096)]
+    requested_at: datetime
+
+    @field_validator("request_id")
+    @classmethod
+    def _rid(cls, v: str) -> str:
+        if not _REQUEST_ID.match(v):
+            raise ValueError("8-128 characters of [A-Za-z0-9._-]")
+        return v
+
+    @field_validator("lakefs_repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not _REPO.match(v):
+            raise ValueError("not a lakeFS repository id")
+        return v
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        if not _COMMIT.match(v):
+            raise ValueError("not a full lakeFS commit id (64 lowercase hex)")
+        return v
+
+    @field_validator("target_branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        if not _BRANCH.match(v) or ".." in v:
+            raise ValueError("not a lakeFS branch name")
+        return v
+
+    @field_validator("requested_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.utcoffset() != UTC.utcoffset(None):
+            raise ValueError("must be a UTC timestamp")
+        return v
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+class RollbackResult(BaseModel):
+    """Progress and final answers on the rollback-results topic, keyed by request id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    status: Literal["accepted", "verified", "restoring", "checking", "completed", "rejected", "dry-run", "failed"]
+    final: bool
+    lakefs_repo: str = ""
+    commit: str = ""
+    target_branch: str = ""
+    strategy: str = ""
+    reason: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+def request_key(repo: str, branch: str) -> bytes:
+    return f"{repo}/{branch}".encode()
+
+
+def decode_request(value: bytes) -> RollbackRequest:
+    """Raises: IntegrityError naming the bad field."""
+    try:
+        return RollbackRequest.model_validate_json(value, strict=False)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise IntegrityError(f"invalid rollback request: {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
