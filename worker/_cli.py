@@ -517,7 +517,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--bundle", help="bundle URI; must be the one the ledger recorded")
     rb.add_argument("--strategy", choices=["revert", "reset", "branch"], default="revert",
                     help="revert: new commit restoring the tree (default); reset: tag head, hard-reset; "
-                         "branch: create rollback/<commit>-<request>")
+                         "branch: create rollback-<commit>-<request>")
     rb.add_argument("--dry-run", action="store_true", help="verify and report what would change; change nothing")
     rb.add_argument("--wait", action="store_true", help="follow the request to its result")
     rb.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")

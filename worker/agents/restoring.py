@@ -62,7 +62,9 @@ ROLLBACKS_PREFIX = "rollbacks/"
 
 
 def rollback_branch_name(commit: str, request_id: str) -> str:
-    return f"rollback/{commit[:12]}-{request_id[:12]}"
+    # lakeFS branch ids are [A-Za-z0-9_-]: the "rollback/<commit>-<request>" cannot
+    # be a branch name, so the slash becomes a dash.
+    return f"rollback-{commit[:12]}-{request_id[:12]}"
 
 
 def _key(req: RollbackRequest, name: str) -> str:
