@@ -1,8 +1,13 @@
 """`make demo`: the registry end to end on the local stack, narrated.
 
-Creates a lakeFS repository with the registry's action installed, makes a
-commit and a merge, and shows what reached Kafka, then (when the worker is
-part of the demo) the bundles, ledger rows and a rollback.
+1. A lakeFS repository gets the registry's action; commit A (STAC catalog,
+   configs, a model), commit B and a merge C change configs and the model.
+2. The real webhooks reach `kfm hooks serve`, the Faust worker bundles and
+   signs each commit, and the ledger writer records one row per commit.
+3. The bundle of A is verified offline; the ledger is verified and an
+   inclusion proof printed.
+4. A rollback of main to A (dry run, then revert) restores A's bytes.
+5. The writer topic is replayed for audit and matches the ledger.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+KFM = [sys.executable, "-m", "worker._cli"]
 
 
 def load_env() -> None:
@@ -32,77 +38,116 @@ def say(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
+def kfm(*args: str, check: bool = True) -> str:
+    print("$ kfm " + " ".join(args), flush=True)
+    r = subprocess.run([*KFM, *args], capture_output=True, text=True, cwd=ROOT)
+    out = (r.stdout + r.stderr).strip()
+    if out:
+        print("  " + out.replace("\n", "\n  "), flush=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"kfm {args[0]} failed with exit code {r.returncode}")
+    return r.stdout
+
+
+def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+    log = open(ROOT / ".stack" / "logs" / f"demo-{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen([*KFM, *args], stdout=log, stderr=log, cwd=ROOT)
+
+
+async def wait_rows(commits: set[str], timeout: float = 240) -> None:
+    from worker._internal.s3 import NotFound, open_bucket
+    from worker.config import load_settings
+    from worker.constants import INDEX_JSONL_KEY
+
+    deadline = time.monotonic() + timeout
+    async with open_bucket(load_settings()) as b:
+        while time.monotonic() < deadline:
+            try:
+                data, _ = await b.get(INDEX_JSONL_KEY, 1 << 30)
+            except NotFound:
+                data = b""
+            have = {json.loads(x)["lakefs_commit"] for x in data.splitlines()}
+            if commits <= have:
+                return
+            await asyncio.sleep(1)
+    raise SystemExit(f"not recorded in {timeout}s: {sorted(commits)}; see .stack/logs/demo-worker.log")
+
+
 async def main() -> int:
     load_env()
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from hooks.install import install_action
-    from worker._internal.kafka import partition_count
     from worker._internal.lakefs import LakeFS
     from worker.config import load_settings
-    from worker.constants import TOPIC_EVENTS
-    from worker.events import CommitEvent
     from worker.topics import ensure_all_topics
 
     settings = load_settings()
     await ensure_all_topics(settings)
     repo = f"demo-{uuid.uuid4().hex[:6]}"
-    logs = ROOT / ".stack" / "logs"
-    hooks_log = open(logs / "demo-hooks.log", "wb")  # noqa: SIM115
-    hooks = subprocess.Popen(
-        [sys.executable, "-m", "worker._cli", "hooks", "serve"], stdout=hooks_log, stderr=hooks_log, cwd=ROOT
-    )
+    hooks = start("hooks", "hooks", "serve")
+    worker = start("worker", "worker")
     lakefs = LakeFS(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed", enable_auto_commit=False
-    )
     try:
-        time.sleep(2)
-        say(f"lakeFS repository {repo} with the registry action on main")
+        time.sleep(3)
+        say(f"1. lakeFS repository {repo}, the registry action on main, commits A, B and merge C")
         await lakefs.create_repository(repo, f"local://{repo}")
         url = f"http://{settings.hooks_host}:{settings.hooks_port}/lakefs/webhook"
-        print("action committed:", await install_action(lakefs, repo, "main", url))
-
-        await consumer.start()
-        count = await partition_count(settings.kafka_bootstrap, TOPIC_EVENTS) or 1
-        tps = [TopicPartition(TOPIC_EVENTS, p) for p in range(count)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)
-
-        say("a commit on main and a merge of a feature branch")
+        install = await install_action(lakefs, repo, "main", url)
+        catalog = {"type": "Catalog", "stac_version": "1.0.0", "id": "kfm", "description": "demo",
+                   "links": [{"rel": "item", "href": "./items/tile-1.json"}]}
+        item = {"type": "Feature", "stac_version": "1.0.0", "id": "tile-1", "geometry": None,
+                "properties": {"datetime": "2025-01-01T00:00:00Z"}, "links": [],
+                "assets": {"data": {"href": "../../data/tile-1.tif"}}}
+        await lakefs.upload(repo, "main", "stac/catalog.json", json.dumps(catalog).encode())
+        await lakefs.upload(repo, "main", "stac/items/tile-1.json", json.dumps(item).encode())
+        await lakefs.upload(repo, "main", "data/tile-1.tif", os.urandom(20_000))
         await lakefs.upload(repo, "main", "configs/pipeline.yaml", b"threshold: 0.5\n")
-        c1 = await lakefs.commit(repo, "main", "pipeline config", {"producer": "demo"})
-        print("commit:", c1)
+        await lakefs.upload(repo, "main", "models/focus/3.1.0.bin", b"weights-A" * 10_000)
+        await lakefs.upload(repo, "main", "models/manifest.json", json.dumps(
+            {"models": [{"name": "focus-transformer", "version": "3.1.0", "path": "models/focus/3.1.0.bin"}]}
+        ).encode())
+        a = await lakefs.commit(repo, "main", "A: data, config and model", {"producer": "demo"})
+        await lakefs.upload(repo, "main", "configs/pipeline.yaml", b"threshold: 0.9\n")
+        b = await lakefs.commit(repo, "main", "B: new threshold")
         await lakefs.create_branch(repo, "feature", "main")
-        await lakefs.upload(repo, "feature", "configs/pipeline.yaml", b"threshold: 0.7\n")
-        await lakefs.commit(repo, "feature", "raise threshold")
-        merge = await lakefs.merge(repo, "feature", "main", "merge feature")
-        print("merge: ", merge)
+        await lakefs.upload(repo, "feature", "models/focus/3.1.0.bin", b"weights-C" * 10_000)
+        await lakefs.commit(repo, "feature", "retrained model")
+        c = await lakefs.merge(repo, "feature", "main", "C: merge retrained model")
+        print(f"A={a}\nB={b}\nC={c}")
 
-        say("events read back from Kafka topic " + TOPIC_EVENTS)
-        seen: dict[str, CommitEvent] = {}
-        deadline = time.monotonic() + 30
-        while {c1, merge} - set(seen) and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    e = CommitEvent.model_validate_json(r.value)
-                    if e.repository_id == repo:
-                        seen[e.commit_id] = e
-                        print(json.dumps({"key": r.key.decode(), "source": e.source, "commit": e.commit_id,
-                                          "branch": e.branch_id, "message": e.commit_message}))
-        if {c1, merge} - set(seen):
-            print("missing events; see .stack/logs/demo-hooks.log", file=sys.stderr)
+        say("2. webhooks → Kafka → bundler → ledger writer (waiting for the rows)")
+        await wait_rows({install, a, b, c})
+        kfm("ledger", "list")
+
+        say("3. verify A's bundle offline, verify the ledger, prove A's row")
+        kfm("verify", f"s3://{settings.s3_bucket}/artifacts/{a}.tar.zst")
+        kfm("ledger", "verify")
+        proof = json.loads(kfm("ledger", "prove", a))
+        print(f"  (inclusion of seq {proof['seq']} in a tree of {proof['tree_size']} checked against a signed checkpoint)")
+
+        say("4. roll main back to A: dry run, then revert, following the request")
+        kfm("rollback", "--commit", a, "--branch", "main", "--dry-run", "--wait", "--reason", "demo: C regressed")
+        kfm("rollback", "--commit", a, "--branch", "main", "--strategy", "revert", "--wait",
+            "--reason", "demo: C regressed")
+        cfg = await lakefs.read(repo, "main", "configs/pipeline.yaml", 1 << 20)
+        model = await lakefs.read(repo, "main", "models/focus/3.1.0.bin", 1 << 24)
+        same = cfg == b"threshold: 0.5\n" and model == b"weights-A" * 10_000
+        print(f"main now has A's config ({cfg.decode().strip()!r}) and A's model: {same}")
+        if not same:
             return 1
-        say("demo finished: both lakeFS events reached Kafka")
+
+        say("5. replay the writer topic for audit")
+        kfm("audit", "replay")
+        say("demo finished: bundled, recorded, verified, rolled back, replayed")
         return 0
     finally:
-        await consumer.stop()
         lakefs.close()
-        hooks.terminate()
-        hooks.wait(15)
-        hooks_log.close()
+        for p in (worker, hooks):
+            p.terminate()
+        for p in (worker, hooks):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 if __name__ == "__main__":
