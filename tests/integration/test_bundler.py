@@ -272,3 +272,41 @@ async def test_one_gib_model_bundles_in_bounded_memory(
     assert out.stat().st_size > 1 << 30
     assert peak_mib < 300, peak_mib
     await asyncio.sleep(0)
+
+
+async def test_trace_continues_from_webhook_and_lineage_is_emitted(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str
+) -> None:
+    """The bundle's span tree continues the webhook's W3C trace; OpenLineage START/COMPLETE
+    for the run reach the lineage transport (a Kafka topic) and are stored as evidence."""
+    from tests.integration.helpers import post
+    from worker.constants import HOOK_TOKEN_HEADER, TOPIC_LINEAGE
+
+    repo = unique("traced")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    commit = await populate(lakefs, repo)  # no action installed: we deliver the webhook ourselves
+    start = await _offsets(settings, TOPIC_INDEX_CANDIDATES)
+    start_l = await _offsets(settings, TOPIC_LINEAGE)
+    trace_id = os.urandom(16).hex()
+    body = json.dumps({
+        "event_type": "post-commit", "event_time": "2026-11-26T10:00:00Z", "action_name": "a", "hook_id": "h",
+        "repository_id": repo, "branch_id": "main", "commit_id": commit,
+    }).encode()
+    token = Path(env["KFM_HOOK_TOKEN_FILE"]).read_text().strip()
+    status, _ = await post(running, body, {HOOK_TOKEN_HEADER: token, "Content-Type": "application/json",
+                                           "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"})
+    assert status == 202
+    [cand] = [c for c in await _candidates(settings, start, want=1) if c["body"]["lakefs_commit"] == commit]
+    assert cand["body"]["otel_trace_id"] == trace_id
+    run_id = cand["body"]["openlineage_run_id"]
+    recs = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_LINEAGE), start_l, want=2, timeout=30)
+    events = [json.loads(v) for _, v, _ in recs if json.loads(v)["run"]["runId"] == run_id]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert events[1]["outputs"][0]["name"] == f"artifacts/{commit}.tar.zst"
+    async with open_bucket(settings) as b:
+        trace_doc = json.loads((await b.get(f"evidence/{commit}/{run_id}/otel-trace.json", 1 << 20))[0])
+    spans = trace_doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert {s["traceId"] for s in spans} == {trace_id}
+    assert {"bundle", "bundle.freeze", "bundle.stac", "bundle.configs", "bundle.models", "bundle.package"} <= {
+        s["name"] for s in spans
+    }
