@@ -21,7 +21,7 @@ ACTED_ON = frozenset({"post-commit", "post-merge"})
 Short = Annotated[str, Field(max_length=1024)]
 
 
-class BadPayload(ValueError):
+class BadPayload(ValueError):  # noqa: N818 - public name, used by callers and tests
     """The body is not a lakeFS webhook we accept; ``str()`` names the field."""
 
 

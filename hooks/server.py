@@ -21,6 +21,7 @@ from worker.config import Settings
 from worker.constants import HEADER_REQUEST_ID, HOOK_TOKEN_HEADER, TOPIC_EVENTS
 from worker.errors import TransientError
 from worker.events import event_key
+from worker.topics import ensure_all_topics
 from worker.tracing import context_from_headers, headers_with_trace
 
 __all__ = ["WEBHOOK_PATH", "make_app"]
@@ -57,7 +58,8 @@ async def webhook(request: web.Request) -> web.Response:
         structlog.contextvars.unbind_contextvars("request_id", "repository_id", "commit_id", "trace_id")
 
 
-async def _handle(request: web.Request, settings: Settings, request_id: str) -> web.Response:
+async def _admit(request: web.Request, settings: Settings, request_id: str) -> bytes | web.Response:
+    """The request's body, or the error response if it is unauthorised, not JSON, or too large."""
     if not token_matches(request.headers.get(HOOK_TOKEN_HEADER), request.app[_TOKEN]):
         log.warning("webhook.unauthorized", remote=request.remote)
         return _error(401, f"missing or wrong {HOOK_TOKEN_HEADER} header", request_id)
@@ -67,6 +69,13 @@ async def _handle(request: web.Request, settings: Settings, request_id: str) -> 
     raw = await _read_limited(request, settings.limits.webhook_max_bytes)
     if raw is None:
         return _error(413, f"body larger than {settings.limits.webhook_max_bytes} bytes", request_id)
+    return raw
+
+
+async def _handle(request: web.Request, settings: Settings, request_id: str) -> web.Response:
+    raw = await _admit(request, settings, request_id)
+    if isinstance(raw, web.Response):
+        return raw
     try:
         body, event = parse_webhook(raw)
     except BadPayload as e:
@@ -133,8 +142,6 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
 
     async def _ensure_topics(app: web.Application) -> None:
         # Best effort: with Kafka down the service still starts (and is not ready).
-        from worker.topics import ensure_all_topics
-
         try:
             await ensure_all_topics(settings)
         except TransientError as e:

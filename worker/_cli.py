@@ -8,14 +8,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import shutil
 import sys
+import tempfile
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from worker.config import Settings, load_settings
 from worker.errors import Error
 from worker.logs import configure_logging
+
+if TYPE_CHECKING:
+    from argparse import _SubParsersAction
+
+    from worker.agents.runtime import Runtime
+    from worker.keys import TrustedKeys
 
 __all__ = ["main"]
 
@@ -76,20 +88,20 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
     from worker.keys import generate_keypair
 
     Path(args.dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     pair = generate_keypair(Path(args.dir), args.name)
-    print(json.dumps({"private_key": str(pair.private_key_path), "public_key": str(pair.public_key_path), "key_id": pair.key_id}))
+    print(json.dumps({
+        "private_key": str(pair.private_key_path),
+        "public_key": str(pair.public_key_path),
+        "key_id": pair.key_id,
+    }))
     return 0
 
 
 def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a bundle request for the commit REF resolves to."""
-    from datetime import UTC, datetime
-
     from worker._internal.kafka import Producer
     from worker._internal.lakefs import LakeFS
     from worker.constants import TOPIC_EVENTS
@@ -133,11 +145,6 @@ def _looks_like_commit(ref: str) -> bool:
 
 def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
     """Build a commit's bundle into a local file, without uploading (reproducibility checks)."""
-    import shutil
-    import tempfile
-    from datetime import UTC, datetime
-    from pathlib import Path
-
     from worker.agents.bundling import build_bundle
     from worker.agents.runtime import Runtime
     from worker.events import CommitEvent
@@ -167,13 +174,8 @@ def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     """Offline verification: zstd frame, member digests, subject digest, DSSE signature."""
-    from pathlib import Path
-
     from worker.bundle.verify import verify_bundle
     from worker.errors import VerificationError
-    from worker.keys import TrustedKeys
-
-    import tempfile
 
     trusted = _trusted_keys(args, settings)
     with tempfile.TemporaryDirectory(prefix="kfm-verify-") as tmp:
@@ -192,21 +194,19 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_pair(coro: Coroutine[Any, Any, tuple[Any, bytes]]) -> tuple[Any, bytes]:
+def _run_pair(coro: Coroutine[Any, Any, tuple[Path, bytes]]) -> tuple[Path, bytes]:
     return asyncio.run(coro)
 
 
-async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Any) -> tuple[Any, bytes]:
+async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Path) -> tuple[Path, bytes]:
     """A local path, or an s3:// URI in the registry bucket (downloaded, streamed)."""
-    from pathlib import Path
-
     from worker._internal.s3 import open_bucket, parse_s3_uri
     from worker.constants import ATTESTATIONS_PREFIX
 
     if not bundle.startswith("s3://"):
         path = Path(bundle)
         att = Path(attestation) if attestation else path.with_name(path.name.replace(".tar.zst", ".intoto.json"))
-        return path, att.read_bytes()
+        return path, await asyncio.to_thread(att.read_bytes)
     bucket_name, key = parse_s3_uri(bundle)
     commit = key.rsplit("/", 1)[-1].removesuffix(".tar.zst")
     async with open_bucket(settings, bucket_name) as b:
@@ -216,15 +216,13 @@ async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None
             _, att_key = parse_s3_uri(attestation)
             envelope, _ = await b.get(att_key, 1 << 20)
         elif attestation:
-            envelope = Path(attestation).read_bytes()
+            envelope = await asyncio.to_thread(Path(attestation).read_bytes)
         else:
             envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", 1 << 20)
     return local, envelope
 
 
-def _trusted_keys(args: argparse.Namespace, settings: Settings) -> Any:
-    from pathlib import Path
-
+def _trusted_keys(args: argparse.Namespace, settings: Settings) -> TrustedKeys:
     from worker.errors import ConfigError
     from worker.keys import TrustedKeys
 
@@ -236,7 +234,7 @@ def _trusted_keys(args: argparse.Namespace, settings: Settings) -> Any:
     raise ConfigError("no trusted keys: pass --key PUB or set KFM_TRUSTED_KEYS_DIR")
 
 
-def _with_runtime(fn: Callable[[Any], Coroutine[Any, Any, int]], settings: Settings) -> int:
+def _with_runtime(fn: Callable[[Runtime], Coroutine[Any, Any, int]], settings: Settings) -> int:
     from worker.agents.runtime import Runtime
 
     async def go() -> int:
@@ -249,7 +247,7 @@ def _with_runtime(fn: Callable[[Any], Coroutine[Any, Any, int]], settings: Setti
 def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
     from worker.agents.auditing import load_ledger
 
-    async def go(rt: Any) -> int:
+    async def go(rt: Runtime) -> int:
         ledger = await load_ledger(rt.bucket)
         for row in ledger.rows:
             print(f"{row.seq:6d}  {row.lakefs_commit[:16]}  {row.lakefs_repo}/{row.lakefs_branch}  "
@@ -264,7 +262,7 @@ def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
     from worker.agents.auditing import load_ledger
     from worker.errors import IntegrityError
 
-    async def go(rt: Any) -> int:
+    async def go(rt: Runtime) -> int:
         row = (await load_ledger(rt.bucket)).row_for(args.commit)
         if row is None:
             raise IntegrityError(f"no ledger row for commit {args.commit}")
@@ -279,7 +277,7 @@ def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
 
     trusted = _trusted_keys(args, settings)
 
-    async def go(rt: Any) -> int:
+    async def go(rt: Runtime) -> int:
         print(json.dumps(await prove(rt, args.commit, trusted), indent=2))
         return 0
 
@@ -292,7 +290,7 @@ def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     trusted = _trusted_keys(args, settings)
 
-    async def go(rt: Any) -> int:
+    async def go(rt: Runtime) -> int:
         try:
             r = await verify_registry(rt, trusted)
         except VerificationError as e:
@@ -306,15 +304,12 @@ def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
-    import tempfile
-    from pathlib import Path
-
     from worker.agents.auditing import replay
 
     trusted = _trusted_keys(args, settings)
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="kfm-replay-"))
 
-    async def go(rt: Any) -> int:
+    async def go(rt: Runtime) -> int:
         r = await replay(rt, trusted, scratch)
         verdict = "MATCH" if r.matches else "MISMATCH"
         print(f"{verdict}: {r.candidates} candidates replayed into {r.rows} rows "
@@ -328,10 +323,6 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a rollback request; with --wait, follow it to its result."""
-    import getpass
-    import uuid
-    from datetime import UTC, datetime
-
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from worker._internal.kafka import Producer
@@ -402,9 +393,6 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
     """Verify, then extract a bundle offline into a directory (air-gapped recovery)."""
-    import tempfile
-    from pathlib import Path
-
     from worker.bundle.extract import extract_bundle
     from worker.bundle.limits import BundleLimits
     from worker.bundle.verify import verify_bundle
@@ -441,7 +429,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-endpoint", help="registry S3 endpoint (KFM_S3_ENDPOINT)")
     p.add_argument("--s3-bucket", help="registry bucket (KFM_S3_BUCKET)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Added in this order: it is the order `kfm --help` lists the verbs in.
+    _add_hooks_commands(sub)
+    _add_setup_commands(sub)
+    _add_bundle_commands(sub)
+    _add_ledger_commands(sub)
+    _add_rollback_commands(sub)
+    return p
 
+
+def _add_hooks_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     hooks = sub.add_parser("hooks", help="the lakeFS webhook receiver").add_subparsers(
         dest="hooks_command", required=True, metavar="HOOKS_COMMAND"
     )
@@ -455,29 +452,37 @@ def _build_parser() -> argparse.ArgumentParser:
     install.add_argument("--url", help="webhook URL lakeFS should call (default: this host's hooks server)")
     install.set_defaults(handler=_hooks_install)
 
+
+def _add_setup_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(
         dest="topics_command", required=True, metavar="TOPICS_COMMAND"
     )
-    topics.add_parser("ensure", help="create the registry's topics; check the writer topic has one partition").set_defaults(
-        handler=_topics_ensure
-    )
+    topics.add_parser(
+        "ensure", help="create the registry's topics; check the writer topic has one partition"
+    ).set_defaults(handler=_topics_ensure)
     sub.add_parser("worker", help="run the Faust agents (bundler, ledger writer, rollback)").set_defaults(
         handler=_worker
     )
 
-    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="KEYS_COMMAND"
+    )
     kinit = keys.add_parser("init", help="create an Ed25519 key pair (private key mode 0600)")
     kinit.add_argument("--dir", required=True, help="directory for NAME.key and NAME.pub")
     kinit.add_argument("--name", default="kfm-signing", help="file name stem (default kfm-signing)")
     kinit.set_defaults(handler=_keys_init)
 
+
+def _add_bundle_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     cp = sub.add_parser("checkpoint", help="request a bundle for the commit a ref resolves to")
     cp.add_argument("--repo", required=True, help="lakeFS repository")
     cp.add_argument("--ref", required=True, help="branch, tag or commit")
     cp.add_argument("--branch", help="branch to record (default: REF if it is a branch, else main)")
     cp.set_defaults(handler=_checkpoint)
 
-    bundle = sub.add_parser("bundle", help="bundles").add_subparsers(dest="bundle_command", required=True, metavar="BUNDLE_COMMAND")
+    bundle = sub.add_parser("bundle", help="bundles").add_subparsers(
+        dest="bundle_command", required=True, metavar="BUNDLE_COMMAND"
+    )
     bb = bundle.add_parser("build", help="build a commit's bundle into a local file (no upload)")
     bb.add_argument("--repo", required=True)
     bb.add_argument("--ref", required=True, help="branch, tag or commit")
@@ -488,8 +493,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="verify a bundle offline; exits non-zero naming what failed")
     ver.add_argument("bundle", help="the .tar.zst file, or its s3:// URI in the registry")
     ver.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
-    ver.add_argument("--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)")
+    ver.add_argument(
+        "--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)"
+    )
     ver.set_defaults(handler=_verify)
+
+
+def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     ledger = sub.add_parser("ledger", help="the append-only index").add_subparsers(
         dest="ledger_command", required=True, metavar="LEDGER_COMMAND"
     )
@@ -505,11 +515,16 @@ def _build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
     lv.set_defaults(handler=_ledger_verify)
 
-    audit = sub.add_parser("audit", help="audit").add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    audit = sub.add_parser("audit", help="audit").add_subparsers(
+        dest="audit_command", required=True, metavar="AUDIT_COMMAND"
+    )
     rp = audit.add_parser("replay", help="rebuild the ledger from the writer topic and compare with the canonical one")
     rp.add_argument("--scratch", help="where to write the rebuilt ledger (default: a new temp dir)")
     rp.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
     rp.set_defaults(handler=_audit_replay)
+
+
+def _add_rollback_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     rb = sub.add_parser("rollback", help="request a rollback of a lakeFS branch to a bundled commit")
     rb.add_argument("--commit", required=True, help="the full commit id to roll back to")
     rb.add_argument("--branch", required=True, help="target branch")
@@ -532,7 +547,6 @@ def _build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
     rs.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
     rs.set_defaults(handler=_restore)
-    return p
 
 
 _OVERRIDES = ("kafka_bootstrap", "lakefs_endpoint", "s3_endpoint", "s3_bucket", "hooks_host", "hooks_port")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -27,6 +28,7 @@ from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBAC
 from worker.errors import ConfigError, TransientError
 from worker.keys import TrustedKeys
 from worker.logs import configure_logging
+from worker.topics import ensure_all_topics
 from worker.tracing import init_tracing
 
 __all__ = ["app", "main", "runtime"]
@@ -39,7 +41,7 @@ _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_c
 
 def _read_committed(self: Any, transport: Any) -> Any:
     consumer = _create_worker_consumer(self, transport)
-    consumer._isolation_level = "read_committed"  # noqa: SLF001 - see above
+    consumer._isolation_level = "read_committed"  # private aiokafka attribute: see above
     return consumer
 
 
@@ -87,8 +89,6 @@ async def runtime() -> Runtime:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point for ``kfm worker``: preflight checks, then hand over to Faust."""
-    from worker.topics import ensure_all_topics
-
     asyncio.run(ensure_all_topics(settings))
     app.main()
 
@@ -119,8 +119,6 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     if not settings.trusted_keys_dir:
         await app.crash(ConfigError("KFM_TRUSTED_KEYS_DIR must be set for the ledger writer"))
         return
-    from pathlib import Path
-
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
     origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
     store = await LedgerStore.load(rt.bucket, origin)
@@ -144,8 +142,6 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
 @app.agent(rollback_topic)
 async def rollback(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Rollback requests, in order per branch (the topic is keyed by repo/branch)."""
-    from pathlib import Path
-
     rt = await runtime()
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
     async for value in stream:

@@ -13,18 +13,18 @@ __all__ = [
     "ATTESTATIONS_PREFIX",
     "CHECKPOINTS_PREFIX",
     "DSSE_PAYLOAD_TYPE",
+    "EVIDENCE_PREFIX",
     "HEADER_REQUEST_ID",
     "HEADER_TRACEPARENT",
     "HOOK_TOKEN_HEADER",
     "INDEX_JSONL_KEY",
     "INDEX_PARQUET_KEY",
     "META_PREFIX",
-    "EVIDENCE_PREFIX",
     "TOPIC_DEAD_LETTER",
-    "TOPIC_LINEAGE",
     "TOPIC_EVENTS",
     "TOPIC_GOVERNANCE",
     "TOPIC_INDEX_CANDIDATES",
+    "TOPIC_LINEAGE",
     "TOPIC_ROLLBACK_REQUESTS",
     "TOPIC_ROLLBACK_RESULTS",
 ]
@@ -43,7 +43,7 @@ TOPIC_DEAD_LETTER: Final = "kfm.bundle.deadletter"
 EVIDENCE_PREFIX: Final = "evidence/"
 
 # HTTP / Kafka headers.
-HOOK_TOKEN_HEADER: Final = "X-KFM-Hook-Token"
+HOOK_TOKEN_HEADER: Final = "X-KFM-Hook-Token"  # noqa: S105 - a header name, not a secret
 HEADER_TRACEPARENT: Final = "traceparent"
 HEADER_REQUEST_ID: Final = "kfm-request-id"
 

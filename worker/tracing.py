@@ -8,14 +8,13 @@ inside the bundle.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-import threading
-from collections import OrderedDict
-
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
@@ -28,10 +27,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from worker.constants import HEADER_TRACEPARENT
 
 __all__ = [
+    "TraceBuffer",
     "context_from_headers",
     "current_trace_id",
     "headers_with_trace",
-    "TraceBuffer",
     "init_tracing",
     "trace_buffer",
 ]

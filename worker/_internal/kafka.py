@@ -15,6 +15,7 @@ aborted) transaction: consumers reading ``read_committed`` never see it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -109,10 +110,8 @@ class Producer:
             self._producer = None
 
         async def _stop() -> None:
-            try:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), 5.0)
-            except (KafkaError, OSError, TimeoutError):
-                pass
 
         task = asyncio.get_running_loop().create_task(_stop())
         self._abandoned.add(task)
@@ -180,12 +179,10 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: f
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass
         desc = await admin.describe_topics([s.name for s in specs if s.exact])
     except (KafkaError, OSError) as e:
         raise TransientError(f"topic administration failed: {type(e).__name__}: {e}") from e

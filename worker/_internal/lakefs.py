@@ -31,7 +31,7 @@ T = TypeVar("T")
 _CHUNK = 1 << 20
 
 
-class LakeFSNotFound(IntegrityError):
+class LakeFSNotFound(IntegrityError):  # noqa: N818 - public name, used by callers and tests
     """The repository, ref or object does not exist."""
 
 

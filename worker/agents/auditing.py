@@ -8,8 +8,10 @@ alone and compares it row for row and root for root.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from worker.keys import TrustedKeys
 from worker.ledger import merkle
 from worker.ledger.checkpoint import Checkpoint, parse_and_verify
 from worker.ledger.mirror import check_derived, to_parquet
-from worker.ledger.row import parse_candidate, row_to_line
+from worker.ledger.row import parse_candidate, parse_utc, row_to_line
 from worker.ledger.state import Appended, Ledger
 
 __all__ = ["ReplayReport", "VerifyReport", "load_ledger", "prove", "replay", "verify_registry"]
@@ -145,6 +147,19 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
     The rebuilt ledger is written under ``scratch`` and compared with the
     canonical one row for row, and root for root at every signed checkpoint.
     """
+    rebuilt = Ledger()
+    report = ReplayReport()
+    await _replay_topic(rt, trusted, rebuilt, report)
+    await asyncio.to_thread(_write_rebuilt, scratch, rebuilt)
+    report.rows = rebuilt.size
+    await _compare(rt, trusted, rebuilt, report)
+    report.matches = not report.differences
+    await asyncio.to_thread((scratch / "report.json").write_text, json.dumps(report.__dict__, indent=2))
+    return report
+
+
+async def _replay_topic(rt: Runtime, trusted: TrustedKeys, rebuilt: Ledger, report: ReplayReport) -> None:
+    """Apply every candidate on the writer topic, up to its current end, to ``rebuilt``."""
     topic = rt.settings.topic(TOPIC_INDEX_CANDIDATES)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=rt.settings.kafka_bootstrap,
@@ -152,8 +167,6 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
         isolation_level="read_committed",
         group_id=None,
     )
-    rebuilt = Ledger()
-    report = ReplayReport()
     try:
         await consumer.start()
         tp = TopicPartition(topic, 0)
@@ -178,10 +191,16 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
         raise TransientError(f"replay: Kafka: {type(e).__name__}") from e
     finally:
         await consumer.stop()
+
+
+def _write_rebuilt(scratch: Path, rebuilt: Ledger) -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "rollback-index.jsonl").write_bytes(rebuilt.to_jsonl())
     (scratch / "rollback-index.parquet").write_bytes(to_parquet(rebuilt.rows))
-    report.rows = rebuilt.size
+
+
+async def _compare(rt: Runtime, trusted: TrustedKeys, rebuilt: Ledger, report: ReplayReport) -> None:
+    """Record in ``report`` every way ``rebuilt`` differs from the canonical ledger."""
     try:
         canonical = await load_ledger(rt.bucket)
     except VerificationError as e:
@@ -198,14 +217,9 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
     for cp in await load_checkpoints(rt.bucket, rt.settings.checkpoint_name, trusted, origin):
         if cp.size <= rebuilt.size and rebuilt.root_at(cp.size) != cp.root:
             report.differences.append(f"root at checkpoint size {cp.size} differs")
-    report.matches = not report.differences
-    (scratch / "report.json").write_text(json.dumps(report.__dict__, indent=2))
-    return report
 
 
-def _replay_clock(created_at: str) -> Any:
+def _replay_clock(created_at: str) -> datetime:
     # The writer's clock only bounds how far in the future created_at may be;
     # replay happens later, so the row's own time is the right bound.
-    from worker.ledger.row import parse_utc
-
     return parse_utc(created_at)

@@ -41,7 +41,7 @@ from worker.constants import (
 from worker.errors import IntegrityError
 from worker.events import CommitEvent
 from worker.evidence import EnergyModel, measure, run_event, spans_to_otlp_json
-from worker.evidence.lineage import dataset
+from worker.evidence.lineage import JOB_NAMESPACE, dataset
 from worker.keys import TrustedKeys
 from worker.tracing import trace_buffer
 
@@ -127,8 +127,17 @@ async def bundle_and_upload(
     try:
         started = datetime.now(UTC)
         inputs = [dataset(f"lakefs://{event.repository_id}", f"{commit}")]
-        job = {"job_namespace": "kfm.rollback-registry", "job_name": f"bundle.{event.repository_id}"}
-        lineage = [run_event("START", run_id=run_id, event_time=started, inputs=inputs, **job)]
+        job_name = f"bundle.{event.repository_id}"
+        lineage = [
+            run_event(
+                "START",
+                run_id=run_id,
+                event_time=started,
+                inputs=inputs,
+                job_namespace=JOB_NAMESPACE,
+                job_name=job_name,
+            )
+        ]
         with tracer.start_as_current_span("bundle", context=parent) as root:
             trace_id_int = root.get_span_context().trace_id
             trace_id = format(trace_id_int, "032x")
@@ -141,7 +150,15 @@ async def bundle_and_upload(
         artifact_key = f"{ARTIFACTS_PREFIX}{commit}.tar.zst"
         outputs = [dataset(f"s3://{rt.bucket.name}", artifact_key, {"sha256": {"value": built.sha256}})]
         lineage.append(
-            run_event("COMPLETE", run_id=run_id, event_time=finished, inputs=inputs, outputs=outputs, **job)
+            run_event(
+                "COMPLETE",
+                run_id=run_id,
+                event_time=finished,
+                inputs=inputs,
+                outputs=outputs,
+                job_namespace=JOB_NAMESPACE,
+                job_name=job_name,
+            )
         )
         evidence = {
             "openlineage.json": canonical_bytes(lineage),
@@ -222,7 +239,9 @@ async def published_from_registry(
     trace_doc = json.loads(evidence.get("otel-trace.json", b"{}"))
     spans = [s for rs in trace_doc.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]]
     if verified.subject_sha256 != built.sha256:
-        raise IntegrityError(f"attestation {att_key} names sha256 {verified.subject_sha256}, bundle is {built.sha256}")
+        raise IntegrityError(
+            f"attestation {att_key} names sha256 {verified.subject_sha256}, bundle is {built.sha256}"
+        )
     return PublishedBundle(
         event=event,
         artifact_uri=rt.bucket.uri(f"{ARTIFACTS_PREFIX}{commit}.tar.zst"),
@@ -231,7 +250,11 @@ async def published_from_registry(
         key_id=verified.key_id,
         run_id=run_id,
         trace_id=spans[0]["traceId"] if spans else "",
-        energy={"kwh": energy.get("kwh", 0.0), "co2e_kg": energy.get("co2e_kg", 0.0), "method": energy.get("method", "")},
+        energy={
+            "kwh": energy.get("kwh", 0.0),
+            "co2e_kg": energy.get("co2e_kg", 0.0),
+            "method": energy.get("method", ""),
+        },
         created_at=str(run_details["metadata"]["finishedOn"]),
         data_snapshot=built.staged.data_snapshot,
         models=built.staged.models,

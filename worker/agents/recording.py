@@ -17,6 +17,7 @@ A crash before 1 leaves no row, and the candidate is redelivered.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -200,8 +201,6 @@ async def record_batch(
 
 
 def _commit_of(value: bytes) -> str:
-    import json
-
     try:
         return str(json.loads(value)["body"]["lakefs_commit"])[:64]
     except (ValueError, KeyError, TypeError):

@@ -22,6 +22,7 @@ Numbered steps (spec section 6, issue #5), referred to in the code:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -29,7 +30,7 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import structlog
 from opentelemetry import trace
@@ -47,7 +48,7 @@ from worker.canonical import canonical_bytes
 from worker.constants import TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
 from worker.errors import IntegrityError, VerificationError
 from worker.evidence import run_event
-from worker.evidence.lineage import dataset
+from worker.evidence.lineage import JOB_NAMESPACE, dataset
 from worker.keys import TrustedKeys
 from worker.ledger.row import LedgerRow
 from worker.restore.request import RollbackRequest, RollbackResult, decode_request
@@ -71,7 +72,16 @@ def _key(req: RollbackRequest, name: str) -> str:
     return f"{ROLLBACKS_PREFIX}{req.request_id}/{name}"
 
 
-class _Rejected(Exception):
+class _Base(TypedDict):
+    """The request fields every result repeats."""
+
+    lakefs_repo: str
+    commit: str
+    target_branch: str
+    strategy: str
+
+
+class _Rejected(Exception):  # noqa: N818 - a rejection signal caught in _handle, not an error
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
@@ -99,19 +109,25 @@ async def handle_rollback_request(rt: Runtime, value: bytes, trusted: TrustedKey
         structlog.contextvars.unbind_contextvars("request_id", "commit_id", "trace_id")
 
 
-async def _handle(rt: Runtime, req: RollbackRequest, trusted: TrustedKeys) -> RollbackResult:
-    # Idempotency: a request id that already has a result is answered with it.
+async def _already_done(rt: Runtime, req: RollbackRequest) -> RollbackResult | None:
+    """Idempotency: a request id that already has a result is answered with it."""
     try:
         stored, _ = await rt.bucket.get(_key(req, "result.json"), 1 << 20)
-        result = RollbackResult.model_validate_json(stored)
-        log.info("rollback.already_done", status=result.status)
-        await _publish(rt, result)
-        return result
     except NotFound:
-        pass
+        return None
+    result = RollbackResult.model_validate_json(stored)
+    log.info("rollback.already_done", status=result.status)
+    await _publish(rt, result)
+    return result
 
-    base = {"lakefs_repo": req.lakefs_repo, "commit": req.commit, "target_branch": req.target_branch,
-            "strategy": req.strategy}
+
+async def _handle(rt: Runtime, req: RollbackRequest, trusted: TrustedKeys) -> RollbackResult:
+    done = await _already_done(rt, req)
+    if done is not None:
+        return done
+
+    base = _Base(lakefs_repo=req.lakefs_repo, commit=req.commit, target_branch=req.target_branch,
+                 strategy=req.strategy)
     await _publish(rt, RollbackResult(request_id=req.request_id, status="accepted", final=False, **base))
     work = Path(tempfile.mkdtemp(prefix=f"rollback-{req.request_id[:12]}-", dir=rt.work_dir))
     try:
@@ -235,7 +251,10 @@ async def _plan(rt: Runtime, req: RollbackRequest) -> dict[str, Any]:
     changes = await rt.lakefs.diff(req.lakefs_repo, head, req.commit) if head else []
     movement = {
         "revert": f"new commit on {req.target_branch} whose tree equals {req.commit[:12]}",
-        "reset": f"tag {head[:12] if head else '-'} as kfm-pre-rollback-*, then reset {req.target_branch} to {req.commit[:12]}",
+        "reset": (
+            f"tag {head[:12] if head else '-'} as kfm-pre-rollback-*, "
+            f"then reset {req.target_branch} to {req.commit[:12]}"
+        ),
         "branch": f"create {rollback_branch_name(req.commit, req.request_id)} at {req.commit[:12]}",
     }[req.strategy]
     return {
@@ -271,23 +290,35 @@ async def _restore(rt: Runtime, req: RollbackRequest, claim: dict[str, Any], fil
                 await rt.lakefs.hard_reset(repo, branch, commit)
         else:
             target = branch
-            changes = await rt.lakefs.diff(repo, branch, commit)
-            if changes:
-                removed = [p for t, p in changes if t == "removed"]
-                copied = 0
-                for t, p in changes:
-                    if t in ("added", "changed"):
-                        await rt.lakefs.copy_from(repo, branch, p, commit)
-                        copied += 1
-                        if copied == 1:
-                            fault_point("rollback.mid_restore")
-                if removed:
-                    await rt.lakefs.delete_paths(repo, branch, removed)
-                await rt.lakefs.commit(
-                    repo, branch, f"kfm rollback to {commit[:12]} (request {req.request_id})",
-                    {"kfm.rollback.commit": commit, "kfm.rollback.request": req.request_id,
-                     "kfm.rollback.requested_by": req.requested_by},
-                )
+            await _revert(rt, req)
+    await _restore_objects(rt, req, files)
+    return target
+
+
+async def _revert(rt: Runtime, req: RollbackRequest) -> None:
+    """Strategy "revert": one new commit on the branch whose tree equals the commit's."""
+    repo, commit, branch = req.lakefs_repo, req.commit, req.target_branch
+    changes = await rt.lakefs.diff(repo, branch, commit)
+    if not changes:
+        return
+    removed = [p for t, p in changes if t == "removed"]
+    copied = 0
+    for t, p in changes:
+        if t in ("added", "changed"):
+            await rt.lakefs.copy_from(repo, branch, p, commit)
+            copied += 1
+            if copied == 1:
+                fault_point("rollback.mid_restore")
+    if removed:
+        await rt.lakefs.delete_paths(repo, branch, removed)
+    await rt.lakefs.commit(
+        repo, branch, f"kfm rollback to {commit[:12]} (request {req.request_id})",
+        {"kfm.rollback.commit": commit, "kfm.rollback.request": req.request_id,
+         "kfm.rollback.requested_by": req.requested_by},
+    )
+
+
+async def _restore_objects(rt: Runtime, req: RollbackRequest, files: dict[str, Path]) -> None:
     with tracer.start_as_current_span("rollback.restore.objects"):
         # Models kept in object storage go back where production reads them.
         for member, local in sorted(files.items()):
@@ -301,7 +332,6 @@ async def _restore(rt: Runtime, req: RollbackRequest, claim: dict[str, Any], fil
         for member, local in sorted(files.items()):
             if _is_stac(rt, member):
                 await rt.bucket.put(_key(req, "stac/" + member[len(LAKEFS_ROOT):]), local.read_bytes())
-    return target
 
 
 def _is_stac(rt: Runtime, member: str) -> bool:
@@ -357,12 +387,14 @@ async def _check(rt: Runtime, req: RollbackRequest, ref: str, files: dict[str, P
 async def _record(rt: Runtime, req: RollbackRequest, row: LedgerRow, detail: dict[str, Any],
                   started: datetime) -> None:
     run_id = str(uuid.uuid4())
-    job = {"job_namespace": "kfm.rollback-registry", "job_name": f"rollback.{req.lakefs_repo}"}
+    job_name = f"rollback.{req.lakefs_repo}"
     inputs = [dataset(f"s3://{rt.bucket.name}", row.artifact_uri, {"sha256": {"value": row.checksums.artifact_sha256}})]
     outputs = [dataset(f"lakefs://{req.lakefs_repo}", detail["restored_ref"])]
     events = [
-        run_event("START", run_id=run_id, event_time=started, inputs=inputs, **job),
-        run_event("COMPLETE", run_id=run_id, event_time=datetime.now(UTC), inputs=inputs, outputs=outputs, **job),
+        run_event("START", run_id=run_id, event_time=started, inputs=inputs,
+                  job_namespace=JOB_NAMESPACE, job_name=job_name),
+        run_event("COMPLETE", run_id=run_id, event_time=datetime.now(UTC), inputs=inputs, outputs=outputs,
+                  job_namespace=JOB_NAMESPACE, job_name=job_name),
     ]
     for ev in events:
         await rt.producer.send(rt.settings.topic(TOPIC_LINEAGE), canonical_bytes(ev), key=run_id.encode())
@@ -385,10 +417,8 @@ async def _record(rt: Runtime, req: RollbackRequest, row: LedgerRow, detail: dic
         "traces": {"rollback": detail["trace_id"], "bundle": row.otel_trace_id},
     }
     for name, body in (("story.json", story), ("openlineage.json", events)):
-        try:
+        with contextlib.suppress(AlreadyExists):
             await rt.bucket.put(_key(req, name), canonical_bytes(body), if_none_match=True)
-        except AlreadyExists:
-            pass
 
 
 def _request_id_of(value: bytes) -> str:

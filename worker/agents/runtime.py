@@ -6,6 +6,7 @@ keeps them testable without Faust and closes every client in one place.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ class Runtime:
         lakefs = LakeFS(settings)
         stack.callback(lakefs.close)
         work = Path(settings.work_dir or Path.cwd() / ".stack" / "work")
-        work.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
         return cls(settings, lakefs, producer, bucket, work, stack)
 
     async def aclose(self) -> None:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from worker._internal.lakefs import CommitInfo, ObjectInfo
 from worker._internal.s3 import parse_s3_uri
 from worker.agents.runtime import Runtime
-from worker.bundle.manifest import BundleMember
+from worker.bundle.manifest import BundleMember, MemberKind
 from worker.errors import IntegrityError
 from worker.events import CommitEvent
 from worker.snapshot import (
@@ -53,8 +53,8 @@ class Staged:
     models: list[dict[str, str]] = field(default_factory=list)
     lakefs_inputs: list[str] = field(default_factory=list)
 
-    def add(self, member_path: str, kind: str, local: Path, size: int, sha256: str) -> None:
-        self.members.append(BundleMember(path=member_path, size=size, sha256=sha256, kind=kind))  # type: ignore[arg-type]
+    def add(self, member_path: str, kind: MemberKind, local: Path, size: int, sha256: str) -> None:
+        self.members.append(BundleMember(path=member_path, size=size, sha256=sha256, kind=kind))
         self.files[member_path] = local
 
 
@@ -79,7 +79,6 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged
     """
     repo, commit_id = event.repository_id, event.commit_id
     rules = rules_of(rt)
-    limits = rt.settings.limits
 
     with tracer.start_as_current_span("bundle.freeze"):
         commit = await rt.lakefs.get_commit(repo, commit_id)
@@ -87,12 +86,33 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged
             raise IntegrityError(f"lakeFS resolved {commit_id} to {commit.id}")
         await rt.lakefs.ensure_tag(repo, protect_tag(commit_id), commit_id)
     staged = Staged(commit=commit)
-    base = f"lakefs://{repo}/{commit_id}"
 
     with tracer.start_as_current_span("bundle.list"):
         listing = await rt.lakefs.list_objects(repo, commit_id)
     objects = {o.path: (o.size, o.checksum) for o in listing}
 
+    await _stage_stac(rt, event, staged, staging=staging, listing=listing, objects=objects, rules=rules)
+    await _stage_configs(rt, event, staged, staging=staging, listing=listing, rules=rules)
+    await _stage_models(rt, event, staged, staging=staging, objects=objects, rules=rules)
+
+    log.info("bundle.staged", members=len(staged.members), bytes=sum(m.size for m in staged.members))
+    return staged
+
+
+async def _stage_stac(
+    rt: Runtime,
+    event: CommitEvent,
+    staged: Staged,
+    *,
+    staging: Path,
+    listing: list[ObjectInfo],
+    objects: dict[str, tuple[int, str]],
+    rules: SnapshotRules,
+) -> None:
+    """Step 2: the STAC hierarchy, rewritten to pin every link to the commit."""
+    repo, commit_id = event.repository_id, event.commit_id
+    limits = rt.settings.limits
+    base = f"lakefs://{repo}/{commit_id}"
     with tracer.start_as_current_span("bundle.stac") as span:
         stac = [o for o in listing if o.path.endswith(".json") and o.path.startswith(rules.stac_prefixes)]
         if len(stac) > limits.stac_max_objects:
@@ -110,15 +130,42 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged
                 staged.data_snapshot.append({"stac": mp, "lakefs_ref": f"{base}/{o.path}"})
         span.set_attribute("kfm.stac_files", len([m for m in staged.members if m.kind == "stac"]))
 
+
+async def _stage_configs(
+    rt: Runtime,
+    event: CommitEvent,
+    staged: Staged,
+    *,
+    staging: Path,
+    listing: list[ObjectInfo],
+    rules: SnapshotRules,
+) -> None:
+    """Step 3: configuration files, byte for byte."""
+    repo, commit_id = event.repository_id, event.commit_id
+    limits = rt.settings.limits
     with tracer.start_as_current_span("bundle.configs"):
         for o in listing:
             if is_config(o.path, rules):
                 mp = bundle_path(o.path)
-                size, digest = await _download(rt, repo, commit_id, o, staging / mp, limits.member_max_bytes)
+                size, digest = await _download(rt, repo, commit_id, o, staging / mp, limit=limits.member_max_bytes)
                 staged.add(mp, "config", staging / mp, size, digest)
                 staged.configs.append({"path": o.path, "sha256": digest})
                 staged.lakefs_inputs.append(o.path)
 
+
+async def _stage_models(
+    rt: Runtime,
+    event: CommitEvent,
+    staged: Staged,
+    *,
+    staging: Path,
+    objects: dict[str, tuple[int, str]],
+    rules: SnapshotRules,
+) -> None:
+    """Step 4: the model manifest and every model binary it names (in the lake or the registry bucket)."""
+    repo, commit_id = event.repository_id, event.commit_id
+    limits = rt.settings.limits
+    base = f"lakefs://{repo}/{commit_id}"
     with tracer.start_as_current_span("bundle.models"):
         if rules.model_manifest in objects:
             raw = await rt.lakefs.read(repo, commit_id, rules.model_manifest, 1 << 20)
@@ -150,10 +197,7 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged
                     {"name": entry.name, "version": entry.version, "uri": source, "sha256": digest}
                 )
 
-    log.info("bundle.staged", members=len(staged.members), bytes=sum(m.size for m in staged.members))
-    return staged
 
-
-async def _download(rt: Runtime, repo: str, ref: str, o: ObjectInfo, dest: Path, limit: int) -> tuple[int, str]:
+async def _download(rt: Runtime, repo: str, ref: str, o: ObjectInfo, dest: Path, *, limit: int) -> tuple[int, str]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     return await rt.lakefs.download(repo, ref, o.path, dest, limit)

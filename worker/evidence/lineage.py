@@ -14,6 +14,8 @@ __all__ = ["dataset", "run_event"]
 
 PRODUCER = "https://kfm.local/rollback-registry"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+# The OpenLineage job namespace of every run this registry reports (bundles and rollbacks).
+JOB_NAMESPACE = "kfm.rollback-registry"
 
 
 def dataset(namespace: str, name: str, facets: dict[str, Any] | None = None) -> dict[str, Any]:
