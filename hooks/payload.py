@@ -7,6 +7,7 @@ are required, and only for the event types we act on.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -17,6 +18,8 @@ from worker.events import CommitEvent
 __all__ = ["ACTED_ON", "BadPayload", "WebhookBody", "parse_webhook"]
 
 ACTED_ON = frozenset({"post-commit", "post-merge"})
+# RFC 3339 date-time (lakeFS sends Go's time.RFC3339): no ISO 8601 basic format.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([zZ]|[+-]\d{2}:\d{2})")
 
 Short = Annotated[str, Field(max_length=1024)]
 
@@ -41,7 +44,7 @@ class WebhookBody(BaseModel):
     commit_id: Short = ""
     commit_message: Annotated[str, Field(max_length=65536)] = ""
     committer: Short = ""
-    commit_metadata: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+    commit_metadata: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict, max_length=256
     )
     merge_source: Short = ""
@@ -68,8 +71,10 @@ def parse_webhook(raw: bytes) -> tuple[WebhookBody, CommitEvent | None]:
     for name in ("branch_id", "commit_id"):
         if not getattr(body, name):
             raise BadPayload(f"{name}: required for {body.event_type}")
+    if not _RFC3339.fullmatch(body.event_time):
+        raise BadPayload("event_time: not an RFC 3339 timestamp")
     try:
-        event_time = datetime.fromisoformat(body.event_time.replace("Z", "+00:00"))
+        event_time = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", body.event_time))
     except ValueError as e:
         raise BadPayload("event_time: not an RFC 3339 timestamp") from e
     if event_time.tzinfo is None:

@@ -357,11 +357,15 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
         if args.wait:
             consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
                                         enable_auto_commit=False)
-            await consumer.start()
-            tp = TopicPartition(results, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_end(tp)
-            await consumer.position(tp)
+            try:
+                await consumer.start()
+                tp = TopicPartition(results, 0)
+                consumer.assign([tp])
+                await consumer.seek_to_end(tp)
+                await consumer.position(tp)  # resolve now: results published after this are seen
+            except BaseException:
+                await consumer.stop()
+                raise
         try:
             async with Producer(settings.kafka_bootstrap, timeout_s=settings.kafka_timeout_s) as producer:
                 await producer.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),

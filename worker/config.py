@@ -8,6 +8,7 @@ lives in :class:`Limits` (tuf's habit).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -83,6 +84,8 @@ class Settings:
             ConfigError: if neither is set, or the file is unreadable or empty.
         """
         if self.hook_token:
+            if len(self.hook_token) < 16:
+                raise ConfigError("KFM_HOOK_TOKEN: token must be at least 16 characters")
             return self.hook_token
         if not self.hook_token_file:
             raise ConfigError("KFM_HOOK_TOKEN or KFM_HOOK_TOKEN_FILE must be set")
@@ -111,9 +114,12 @@ def _coerce(name: str, raw: str, kind: Any) -> Any:
         return value
     if kind in (float, "float"):
         try:
-            return float(raw)
+            number = float(raw)
         except ValueError as e:
             raise ConfigError(f"{name}={raw!r}: not a number") from e
+        if not math.isfinite(number) or number < 0:
+            raise ConfigError(f"{name}={raw!r}: must be a finite, non-negative number")
+        return number
     return raw
 
 
@@ -143,7 +149,16 @@ def load_settings(
             limit_values[f.name] = _coerce(key, env[key], f.type)
     settings = Settings(**values, limits=Limits(**limit_values))
     if overrides:
-        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        kinds = {f.name: f.type for f in fields(Settings)}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - set(kinds) - {"limits"})
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        coerced: dict[str, Any] = {
+            k: v if isinstance(v, Limits) else _coerce(f"--{k.replace('_', '-')}", str(v), kinds[k])
+            for k, v in given.items()
+        }
+        settings = replace(settings, **coerced)
     _validate(settings)
     return settings
 

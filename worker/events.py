@@ -44,27 +44,29 @@ class CommitEvent(BaseModel):
     merge_source: Text = ""
     commit_message: Annotated[str, Field(max_length=65536)] = ""
     committer: Text = ""
-    commit_metadata: dict[str, str] = Field(default_factory=dict, max_length=256)
+    commit_metadata: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=256
+    )
     request_id: Text = ""
 
     @field_validator("repository_id")
     @classmethod
     def _repo(cls, v: str) -> str:
-        if not _REPO_RE.match(v):
+        if not _REPO_RE.fullmatch(v):
             raise ValueError("not a lakeFS repository id")
         return v
 
     @field_validator("branch_id")
     @classmethod
     def _branch(cls, v: str) -> str:
-        if not _BRANCH_RE.match(v) or ".." in v:
+        if not _BRANCH_RE.fullmatch(v) or ".." in v:
             raise ValueError("not a lakeFS branch name")
         return v
 
     @field_validator("commit_id")
     @classmethod
     def _commit(cls, v: str) -> str:
-        if not _COMMIT_RE.match(v):
+        if not _COMMIT_RE.fullmatch(v):
             raise ValueError("not a lakeFS commit id (64 lowercase hex)")
         return v
 
@@ -91,6 +93,6 @@ def decode_event(value: bytes) -> CommitEvent:
         IntegrityError: the value is not a valid commit event; never retried.
     """
     try:
-        return CommitEvent.model_validate_json(value, strict=False)
+        return CommitEvent.model_validate_json(value)
     except ValidationError as e:
         raise IntegrityError(f"invalid commit event: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from e

@@ -87,7 +87,7 @@ def generate_keypair(directory: Path, name: str) -> KeyPair:
         FileExistsError: either file already exists; nothing is written.
         OSError: the directory is not writable.
     """
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ValueError(f"key name must match {_NAME_RE.pattern}")
     private_path = directory / f"{name}.key"
     public_path = directory / f"{name}.pub"

@@ -19,10 +19,27 @@ __all__ = ["configure_logging", "get_logger"]
 _SECRET_MARKERS = ("token", "secret", "password", "authorization", "private_key", "signing_key")
 
 
+def _scrub(value: Any, depth: int = 0) -> Any:
+    """Redact secret-named keys at any depth (headers dicts, nested settings)."""
+    if depth > 8:
+        return value
+    if isinstance(value, MutableMapping):
+        return {
+            k: "[redacted]" if isinstance(k, str) and any(m in k.lower() for m in _SECRET_MARKERS)
+            else _scrub(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    return value
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
         if any(m in key.lower() for m in _SECRET_MARKERS):
             event[key] = "[redacted]"
+        else:
+            event[key] = _scrub(event[key])
     return event
 
 

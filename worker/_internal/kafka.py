@@ -156,7 +156,7 @@ async def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -
     try:
         await admin.start()
         desc = await admin.describe_topics([topic])
-    except (KafkaError, OSError) as e:
+    except (KafkaError, OSError, TimeoutError) as e:
         raise TransientError(f"describe {topic} failed: {type(e).__name__}") from e
     finally:
         await admin.close()
@@ -184,7 +184,7 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: f
                     [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in missing]
                 )
         desc = await admin.describe_topics([s.name for s in specs if s.exact])
-    except (KafkaError, OSError) as e:
+    except (KafkaError, OSError, TimeoutError) as e:
         raise TransientError(f"topic administration failed: {type(e).__name__}: {e}") from e
     finally:
         await admin.close()

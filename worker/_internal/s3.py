@@ -142,10 +142,10 @@ class Bucket:
         """
         try:
             r = await self._c.get_object(Bucket=self.name, Key=key)
-            if int(r["ContentLength"]) > max_bytes:
-                raise IntegrityError(f"s3: {key} is {r['ContentLength']} bytes, limit {max_bytes}")
             body = r["Body"]
             try:
+                if int(r["ContentLength"]) > max_bytes:
+                    raise IntegrityError(f"s3: {key} is {r['ContentLength']} bytes, limit {max_bytes}")
                 data = await body.read()
             finally:
                 body.close()

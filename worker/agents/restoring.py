@@ -134,13 +134,7 @@ async def _handle(rt: Runtime, req: RollbackRequest, trusted: TrustedKeys) -> Ro
         try:
             row, files, links = await _verify(rt, req, trusted, work)  # 1
         except (_Rejected, VerificationError, IntegrityError) as e:
-            reason = e.reason if isinstance(e, _Rejected) else str(e)
-            log.warning("rollback.rejected", reason=reason)
-            result = RollbackResult(request_id=req.request_id, status="rejected", final=True, reason=reason, **base)
-            await _finish(rt, req, result)
-            await emit_raw(rt, "rollback.rejected", req.lakefs_repo, req.commit, request_id=req.request_id,
-                           reason=reason, requested_by=req.requested_by)
-            return result
+            return await _reject(rt, req, base, e.reason if isinstance(e, _Rejected) else str(e))
         await _publish(rt, RollbackResult(request_id=req.request_id, status="verified", final=False, **base,
                                           detail={"seq": row.seq, "artifact_sha256": row.checksums.artifact_sha256}))
         with tracer.start_as_current_span("rollback", links=links) as span:
@@ -149,18 +143,32 @@ async def _handle(rt: Runtime, req: RollbackRequest, trusted: TrustedKeys) -> Ro
             trace_id = format(span.get_span_context().trace_id, "032x")
             structlog.contextvars.bind_contextvars(trace_id=trace_id)
             started = datetime.now(UTC)
-            plan = await _plan(rt, req)  # 2
+            try:
+                plan = await _plan(rt, req)  # 2
+            except IntegrityError as e:  # e.g. the target branch does not exist: nothing was changed
+                return await _reject(rt, req, base, str(e))
             if req.dry_run:
                 result = RollbackResult(request_id=req.request_id, status="dry-run", final=True, **base,
                                         detail={**plan, "trace_id": trace_id})
                 await _finish(rt, req, result)
                 return result
-            claim = await _claim(rt, req, plan)  # 3
-            await _publish(rt, RollbackResult(request_id=req.request_id, status="restoring", final=False, **base))
             try:
+                claim = await _claim(rt, req, plan)  # 3
+                await _publish(rt, RollbackResult(request_id=req.request_id, status="restoring", final=False, **base))
                 restored_ref = await _restore(rt, req, claim, files)  # 4
                 await _publish(rt, RollbackResult(request_id=req.request_id, status="checking", final=False, **base))
                 checks = await _check(rt, req, restored_ref, files)  # 5
+                head_after = await rt.lakefs.branch_head(req.lakefs_repo, restored_ref)
+                detail = {
+                    "restored_ref": restored_ref,
+                    "head_before": claim["head_before"],
+                    "head_after": head_after,
+                    "changes": plan["changes"],
+                    "checks": checks,
+                    "trace_id": trace_id,
+                    "bundle_trace_id": row.otel_trace_id,
+                }
+                await _record(rt, req, row, detail, started)  # 6
             except IntegrityError as e:
                 log.error("rollback.failed", reason=str(e))
                 result = RollbackResult(request_id=req.request_id, status="failed", final=True, reason=str(e), **base)
@@ -168,17 +176,6 @@ async def _handle(rt: Runtime, req: RollbackRequest, trusted: TrustedKeys) -> Ro
                 await emit_raw(rt, "rollback.failed", req.lakefs_repo, req.commit, request_id=req.request_id,
                                reason=str(e))
                 return result
-            head_after = await rt.lakefs.branch_head(req.lakefs_repo, restored_ref)
-            detail = {
-                "restored_ref": restored_ref,
-                "head_before": claim["head_before"],
-                "head_after": head_after,
-                "changes": plan["changes"],
-                "checks": checks,
-                "trace_id": trace_id,
-                "bundle_trace_id": row.otel_trace_id,
-            }
-            await _record(rt, req, row, detail, started)  # 6
             result = RollbackResult(request_id=req.request_id, status="completed", final=True, **base, detail=detail)
             await _finish(rt, req, result)
             await emit_raw(rt, "rollback.completed", req.lakefs_repo, req.commit, request_id=req.request_id,
@@ -187,6 +184,16 @@ async def _handle(rt: Runtime, req: RollbackRequest, trusted: TrustedKeys) -> Ro
             return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def _reject(rt: Runtime, req: RollbackRequest, base: _Base, reason: str) -> RollbackResult:
+    """Refuse before anything was changed: store and publish the answer, report it."""
+    log.warning("rollback.rejected", reason=reason)
+    result = RollbackResult(request_id=req.request_id, status="rejected", final=True, reason=reason, **base)
+    await _finish(rt, req, result)
+    await emit_raw(rt, "rollback.rejected", req.lakefs_repo, req.commit, request_id=req.request_id,
+                   reason=reason, requested_by=req.requested_by)
+    return result
 
 
 async def _finish(rt: Runtime, req: RollbackRequest, result: RollbackResult) -> None:

@@ -18,20 +18,20 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{64}$")
 
 def check_repo(v: str) -> str:
     """Return ``v`` if it is a lakeFS repository id; else raise ``ValueError``."""
-    if not _REPO_RE.match(v):
+    if not _REPO_RE.fullmatch(v):
         raise ValueError("not a lakeFS repository id")
     return v
 
 
 def check_branch(v: str) -> str:
     """Return ``v`` if it is a lakeFS branch name; else raise ``ValueError``."""
-    if not _BRANCH_RE.match(v) or ".." in v:
+    if not _BRANCH_RE.fullmatch(v) or ".." in v:
         raise ValueError("not a lakeFS branch name")
     return v
 
 
 def check_commit(v: str) -> str:
     """Return ``v`` if it is a lakeFS commit id; else raise ``ValueError``."""
-    if not _COMMIT_RE.match(v):
+    if not _COMMIT_RE.fullmatch(v):
         raise ValueError("not a lakeFS commit id (64 lowercase hex)")
     return v

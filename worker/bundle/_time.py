@@ -36,7 +36,7 @@ def parse_utc(value: str) -> datetime:
     Raises:
         ValueError: not a canonical UTC RFC 3339 timestamp.
     """
-    if not _RFC3339_UTC.match(value):
+    if not _RFC3339_UTC.fullmatch(value):
         raise ValueError("timestamp must look like 2025-11-30T12:00:00Z (UTC, 'Z' suffix)")
     try:
         dt = datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)

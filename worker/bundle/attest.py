@@ -349,8 +349,8 @@ class VerifiedStatement:
 
 def _b64decode(s: str) -> bytes:
     # DSSE allows standard or URL-safe base64; anything else is refused.
-    if not _B64_STD.match(s):
-        if not _B64_URL.match(s):
+    if not _B64_STD.fullmatch(s):
+        if not _B64_URL.fullmatch(s):
             raise ValueError("not base64")
         s = s.translate(str.maketrans("-_", "+/"))
     s += "=" * (-len(s) % 4)

@@ -14,7 +14,15 @@ from opentelemetry.sdk.trace import ReadableSpan
 __all__ = ["spans_to_otlp_json"]
 
 
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, list | tuple):
+        return {"arrayValue": {"values": [_value(v) for v in value]}}
+    return _attr("", value)["value"]  # type: ignore[no-any-return]
+
+
 def _attr(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, list | tuple):
+        return {"key": key, "value": _value(value)}
     if isinstance(value, bool):
         v: dict[str, Any] = {"boolValue": value}
     elif isinstance(value, int):

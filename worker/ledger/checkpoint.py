@@ -267,7 +267,7 @@ def parse_and_verify(
             f"checkpoint: expected 3 lines (origin, size, root), found {len(lines)}"
         )
     origin, size_text, root_text = lines
-    if not _SIZE_RE.match(size_text) or int(size_text) > _MAX_SIZE:
+    if not _SIZE_RE.fullmatch(size_text) or int(size_text) > _MAX_SIZE:
         raise VerificationError("checkpoint: tree size is not a decimal without leading zeros")
     root = _b64_strict(root_text)
     if len(root) != HASH_SIZE:

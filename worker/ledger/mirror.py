@@ -160,7 +160,7 @@ def sidecar_dict(row: LedgerRow, registry_bucket: str) -> dict[str, Any]:
     Raises:
         ValueError: ``registry_bucket`` is not an S3 bucket name.
     """
-    if not _BUCKET_RE.match(registry_bucket):
+    if not _BUCKET_RE.fullmatch(registry_bucket):
         raise ValueError(f"not an S3 bucket name: {registry_bucket!r}")
     includes = []
     if row.data_snapshot:

@@ -112,7 +112,7 @@ def parse_utc(text: str) -> datetime:
         ValueError: not RFC 3339 UTC with ``Z``, not a real date, or not the
             canonical spelling (for example ``.000000Z`` or ``.5Z``).
     """
-    m = _UTC_RE.match(text)
+    m = _UTC_RE.fullmatch(text)
     if m is None:
         raise ValueError("must be an RFC 3339 UTC timestamp like 2025-11-30T12:00:00Z")
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
@@ -213,7 +213,7 @@ class RowBody(BaseModel):
     @field_validator("lakefs_branch")
     @classmethod
     def _branch(cls, v: str) -> str:
-        if not _BRANCH_RE.match(v) or ".." in v:
+        if not _BRANCH_RE.fullmatch(v) or ".." in v:
             raise ValueError("not a lakeFS branch name")
         return v
 

@@ -43,28 +43,28 @@ class RollbackRequest(BaseModel):
     @field_validator("request_id")
     @classmethod
     def _rid(cls, v: str) -> str:
-        if not _REQUEST_ID.match(v):
+        if not _REQUEST_ID.fullmatch(v):
             raise ValueError("8-128 characters of [A-Za-z0-9._-]")
         return v
 
     @field_validator("lakefs_repo")
     @classmethod
     def _repo(cls, v: str) -> str:
-        if not _REPO.match(v):
+        if not _REPO.fullmatch(v):
             raise ValueError("not a lakeFS repository id")
         return v
 
     @field_validator("commit")
     @classmethod
     def _commit(cls, v: str) -> str:
-        if not _COMMIT.match(v):
+        if not _COMMIT.fullmatch(v):
             raise ValueError("not a full lakeFS commit id (64 lowercase hex)")
         return v
 
     @field_validator("target_branch")
     @classmethod
     def _branch(cls, v: str) -> str:
-        if not _BRANCH.match(v) or ".." in v:
+        if not _BRANCH.fullmatch(v) or ".." in v:
             raise ValueError("not a lakeFS branch name")
         return v
 
@@ -105,7 +105,7 @@ def request_key(repo: str, branch: str) -> bytes:
 def decode_request(value: bytes) -> RollbackRequest:
     """Raises: IntegrityError naming the bad field."""
     try:
-        return RollbackRequest.model_validate_json(value, strict=False)
+        return RollbackRequest.model_validate_json(value)
     except ValidationError as e:
         err = e.errors()[0]
         raise IntegrityError(f"invalid rollback request: {'.'.join(map(str, err['loc']))}: {err['msg']}") from e

@@ -29,7 +29,7 @@ class ModelEntry(BaseModel):
     @field_validator("name", "version")
     @classmethod
     def _safe(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError("must match [A-Za-z0-9][A-Za-z0-9._-]*")
         return v
 

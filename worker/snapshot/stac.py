@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from worker.errors import IntegrityError
 
@@ -30,23 +30,37 @@ class StacRewrite:
     asset_refs: tuple[str, ...]  # lakefs:// refs of assets
 
 
+def _inside(base: str, href: str, path: str) -> str:
+    """Normalise a repository path; refuse one that climbs out of the repository."""
+    joined = posixpath.normpath(path)
+    if joined in (".", "..") or joined.startswith(("../", "/")):
+        raise IntegrityError(f"STAC {base}: href {href!r} points outside the repository")
+    return joined
+
+
 def _pin(href: str, base: str, repo: str, commit: str) -> tuple[str, str | None]:
-    """Return (new href, lakeFS path or None if external)."""
+    """Return (new href, lakeFS path or None if external).
+
+    Relative hrefs are URL-decoded (``a%20b.tif`` names the object ``a b.tif``)
+    and their ``#fragment`` is kept on the pinned href.
+    """
     u = urlparse(href)
     if u.scheme in ("http", "https", "s3", "gs", "az"):
         return href, None
+    fragment = f"#{u.fragment}" if u.fragment else ""
     if u.scheme == "lakefs":
         # lakefs://repo/<ref>/path: re-pin any ref of this repository to the commit.
         parts = u.path.lstrip("/").split("/", 1)
         if u.netloc == repo and len(parts) == 2:
-            return f"lakefs://{repo}/{commit}/{parts[1]}", parts[1]
+            target = _inside(base, href, unquote(parts[1]))
+            return f"lakefs://{repo}/{commit}/{quote(target)}{fragment}", target
         return href, None
     if u.scheme:
         return href, None
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(base), u.path))
-    if joined.startswith("../") or joined == ".." or joined.startswith("/"):
-        raise IntegrityError(f"STAC {base}: href {href!r} points outside the repository")
-    return f"lakefs://{repo}/{commit}/{joined}", joined
+    if u.query:
+        raise IntegrityError(f"STAC {base}: relative href {href!r} has a query; it cannot be pinned")
+    target = _inside(base, href, posixpath.join(posixpath.dirname(base), unquote(u.path)))
+    return f"lakefs://{repo}/{commit}/{quote(target)}{fragment}", target
 
 
 def rewrite_stac(
@@ -68,10 +82,13 @@ def rewrite_stac(
         doc: Any = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(doc, dict) or doc.get("type") not in STAC_TYPES:
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str) or doc["type"] not in STAC_TYPES:
         return None
     refs: list[str] = []
-    for link in doc.get("links", []) or []:
+    links = doc.get("links", []) or []
+    if not isinstance(links, list):
+        raise IntegrityError(f"STAC {path}: links must be an array")
+    for link in links:
         if isinstance(link, dict) and isinstance(link.get("href"), str):
             link["href"], _ = _pin(link["href"], path, repo, commit)
     assets = doc.get("assets", {}) or {}
