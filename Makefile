@@ -33,7 +33,7 @@ test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: venv
-	$(BIN)/ruff check worker hooks tests deploy
+	$(BIN)/ruff check worker hooks
 
 typecheck: venv
 	$(BIN)/mypy

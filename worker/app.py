@@ -28,7 +28,7 @@ from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBAC
 from worker.errors import ConfigError, TransientError
 from worker.keys import TrustedKeys
 from worker.logs import configure_logging
-from worker.topics import ensure_all_topics
+from worker.topics import app_id, ensure_all_topics
 from worker.tracing import init_tracing
 
 __all__ = ["app", "main", "runtime"]
@@ -53,8 +53,7 @@ init_tracing("kfm-worker", settings.otel_exporter)
 log = structlog.get_logger("kfm.worker")
 
 app = faust.App(
-    # The consumer group: registries sharing a cluster (or tests) differ by prefix.
-    f"{settings.topic_prefix}kfm-rollback-registry",
+    app_id(settings),
     broker=f"kafka://{settings.kafka_bootstrap}",
     value_serializer="raw",
     key_serializer="raw",
@@ -85,6 +84,15 @@ async def runtime() -> Runtime:
         if _runtime is None:
             _runtime = await Runtime.open(settings)
         return _runtime
+
+
+@app.on_before_shutdown.connect
+async def _close_runtime(app: faust.App, **kwargs: Any) -> None:
+    """Close the lakeFS, S3 and Kafka clients before Faust stops the loop."""
+    global _runtime
+    if _runtime is not None:
+        rt, _runtime = _runtime, None
+        await rt.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from worker.constants import (
     TOPIC_ROLLBACK_RESULTS,
 )
 
-__all__ = ["EVENTS_PARTITIONS", "ensure_all_topics", "topic_specs"]
+__all__ = ["EVENTS_PARTITIONS", "app_id", "ensure_all_topics", "topic_specs"]
 
 EVENTS_PARTITIONS = 4
 
@@ -33,7 +33,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t(TOPIC_ROLLBACK_RESULTS), 1),
         TopicSpec(t(TOPIC_LINEAGE), 1),
         TopicSpec(t(TOPIC_DEAD_LETTER), 1),
+        # Faust's leader-election topic for the app id (worker/app.py); the app
+        # does not declare topics itself, so that partition counts stay ours.
+        TopicSpec(f"{app_id(settings)}-__assignor-__leader", 1),
     ]
+
+
+def app_id(settings: Settings) -> str:
+    """The Faust app id and consumer group: registries sharing a cluster differ by prefix."""
+    return f"{settings.topic_prefix}kfm-rollback-registry"
 
 
 async def ensure_all_topics(settings: Settings) -> None:

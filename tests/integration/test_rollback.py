@@ -233,6 +233,10 @@ async def test_refusals_change_nothing(
     assert r["status"] == "rejected" and "no ledger row" in r["reason"]
     assert await lakefs.branch_head(repo, "t-refuse") == c  # nothing changed
 
+    # A target branch that does not exist: a final answer, not a hang.
+    [r] = await _send_and_wait(settings, _request(repo, a, "no-such-branch", "revert"))
+    assert r["status"] == "rejected" and "does not exist" in r["reason"], r
+
     # The bundle named must be the recorded one.
     [r] = await _send_and_wait(settings, _request(repo, a, "t-refuse", "reset",
                                                   bundle_uri=rows[b]["artifact_uri"]))
