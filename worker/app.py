@@ -87,7 +87,7 @@ async def runtime() -> Runtime:
 
 
 @app.on_before_shutdown.connect
-async def _close_runtime(app: faust.App, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+async def _close_runtime(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     """Close the lakeFS, S3 and Kafka clients before Faust stops the loop."""
     global _runtime
     if _runtime is not None:
