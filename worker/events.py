@@ -8,22 +8,18 @@ place the shape is defined (hooks produce it, the bundler consumes it).
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker.errors import IntegrityError
+from worker.ids import BranchName, CommitId, RepoId
 
 __all__ = ["CommitEvent", "EventSource", "decode_event", "event_key"]
 
 EventSource = Literal["post-commit", "post-merge", "checkpoint"]
 
-# lakeFS ids: repository 3-63 lowercase/digit/dash; branch names are wider.
-_REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
-_BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{64}$")
 
 Text = Annotated[str, Field(max_length=4096)]
 
@@ -34,9 +30,9 @@ class CommitEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     source: EventSource
-    repository_id: str
-    branch_id: str
-    commit_id: str
+    repository_id: RepoId
+    branch_id: BranchName
+    commit_id: CommitId
     event_time: datetime
     action_name: Text = ""
     hook_id: Text = ""
@@ -48,27 +44,6 @@ class CommitEvent(BaseModel):
         default_factory=dict, max_length=256
     )
     request_id: Text = ""
-
-    @field_validator("repository_id")
-    @classmethod
-    def _repo(cls, v: str) -> str:
-        if not _REPO_RE.fullmatch(v):
-            raise ValueError("not a lakeFS repository id")
-        return v
-
-    @field_validator("branch_id")
-    @classmethod
-    def _branch(cls, v: str) -> str:
-        if not _BRANCH_RE.fullmatch(v) or ".." in v:
-            raise ValueError("not a lakeFS branch name")
-        return v
-
-    @field_validator("commit_id")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        if not _COMMIT_RE.fullmatch(v):
-            raise ValueError("not a lakeFS commit id (64 lowercase hex)")
-        return v
 
     @field_validator("event_time")
     @classmethod

@@ -35,7 +35,6 @@ from pydantic import (
     model_validator,
 )
 
-from worker.bundle._ids import check_branch, check_commit, check_repo
 from worker.bundle._json import describe_validation_error, strict_json_loads
 from worker.bundle._time import format_utc, parse_utc
 from worker.bundle.limits import DEFAULT_LIMITS
@@ -43,6 +42,7 @@ from worker.bundle.manifest import BundleManifest, show_path
 from worker.canonical import canonical_bytes
 from worker.constants import DSSE_PAYLOAD_TYPE
 from worker.errors import VerificationError
+from worker.ids import check_branch, check_commit, check_repo
 from worker.keys import TrustedKeys, key_id
 
 __all__ = [

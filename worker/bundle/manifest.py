@@ -29,11 +29,11 @@ from pydantic import (
     model_validator,
 )
 
-from worker.bundle._ids import check_branch, check_commit, check_repo
 from worker.bundle._json import describe_validation_error, strict_json_loads
 from worker.bundle._time import format_utc, parse_utc
 from worker.canonical import canonical_bytes
 from worker.errors import VerificationError
+from worker.ids import check_branch, check_commit, check_repo
 
 __all__ = [
     "MANIFEST_FORMAT",

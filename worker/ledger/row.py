@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.canonical import canonical_bytes, sha256_hex
 from worker.errors import IntegrityError, VerificationError
+from worker.ids import BranchName, CommitId, RepoId
 
 __all__ = [
     "GENESIS_PREV",
@@ -64,9 +65,7 @@ MAX_LINE_BYTES: Final = 1024 * 1024
 # JCS encodes numbers as IEEE doubles; larger integers would not round-trip.
 _MAX_SAFE_INT: Final = 2**53 - 1
 
-# Same alphabets as worker.events (lakeFS ids); repeated here because those are private.
-_REPO = r"^[a-z0-9][a-z0-9-]{2,62}$"
-_BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
+# Digest alphabet (repository, branch and commit rules live in worker.ids).
 _SHA256 = r"^[0-9a-f]{64}$"
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # W3C trace id, or empty when the bundler ran without a valid span (tracing.current_trace_id).
@@ -195,9 +194,9 @@ class RowBody(BaseModel):
 
     model_config = _STRICT
 
-    lakefs_repo: Annotated[str, Field(pattern=_REPO)]
-    lakefs_branch: str
-    lakefs_commit: Annotated[str, Field(pattern=_SHA256)]
+    lakefs_repo: RepoId
+    lakefs_branch: BranchName
+    lakefs_commit: CommitId
     created_at: str
     producer: Text
     openlineage_run_id: Annotated[str, Field(pattern=_UUID)]
@@ -209,13 +208,6 @@ class RowBody(BaseModel):
     checksums: Checksums
     signatures: Signatures
     energy_carbon: EnergyCarbon
-
-    @field_validator("lakefs_branch")
-    @classmethod
-    def _branch(cls, v: str) -> str:
-        if not _BRANCH_RE.fullmatch(v) or ".." in v:
-            raise ValueError("not a lakeFS branch name")
-        return v
 
     @field_validator("created_at")
     @classmethod

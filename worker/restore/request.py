@@ -15,14 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker.errors import IntegrityError
+from worker.ids import BranchName, CommitId, RepoId
 
 __all__ = ["RollbackRequest", "RollbackResult", "Strategy", "decode_request", "request_key"]
 
 Strategy = Literal["revert", "reset", "branch"]
 
-_COMMIT = re.compile(r"^[0-9a-f]{64}$")
-_BRANCH = re.compile(r"^[\w][\w.\-/]{0,255}$")
-_REPO = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 
 
@@ -30,9 +28,9 @@ class RollbackRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     request_id: str
-    lakefs_repo: str
-    commit: str
-    target_branch: str
+    lakefs_repo: RepoId
+    commit: CommitId
+    target_branch: BranchName
     strategy: Strategy = "revert"
     bundle_uri: Annotated[str, Field(max_length=2048)] = ""
     dry_run: bool = False
@@ -45,27 +43,6 @@ class RollbackRequest(BaseModel):
     def _rid(cls, v: str) -> str:
         if not _REQUEST_ID.fullmatch(v):
             raise ValueError("8-128 characters of [A-Za-z0-9._-]")
-        return v
-
-    @field_validator("lakefs_repo")
-    @classmethod
-    def _repo(cls, v: str) -> str:
-        if not _REPO.fullmatch(v):
-            raise ValueError("not a lakeFS repository id")
-        return v
-
-    @field_validator("commit")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        if not _COMMIT.fullmatch(v):
-            raise ValueError("not a full lakeFS commit id (64 lowercase hex)")
-        return v
-
-    @field_validator("target_branch")
-    @classmethod
-    def _branch(cls, v: str) -> str:
-        if not _BRANCH.fullmatch(v) or ".." in v:
-            raise ValueError("not a lakeFS branch name")
         return v
 
     @field_validator("requested_at")

@@ -1,15 +1,19 @@
-"""lakeFS identifier rules shared by the manifest and the attestation.
+"""lakeFS identifier rules, defined once for every boundary.
 
-The same rules as :mod:`worker.events`, so a bundle or an attestation can
-only name a repository, branch and commit that a commit event could have
-named, and such values are safe to print in error messages.
+Commit events, bundle manifests, attestations, ledger rows and rollback
+requests all accept exactly the same repository, branch and commit values, so
+whatever one of them accepted the others can carry, and such values are safe
+to print in error messages and paste into commands.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-__all__ = ["check_branch", "check_commit", "check_repo"]
+from pydantic import AfterValidator
+
+__all__ = ["BranchName", "CommitId", "RepoId", "check_branch", "check_commit", "check_repo"]
 
 _REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 _BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
@@ -35,3 +39,8 @@ def check_commit(v: str) -> str:
     if not _COMMIT_RE.fullmatch(v):
         raise ValueError("not a lakeFS commit id (64 lowercase hex)")
     return v
+
+
+RepoId = Annotated[str, AfterValidator(check_repo)]
+BranchName = Annotated[str, AfterValidator(check_branch)]
+CommitId = Annotated[str, AfterValidator(check_commit)]
