@@ -75,6 +75,62 @@ def _topics_ensure(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    """A probe: every dependency answers and every key loads; exit 0 or 1."""
+    from pathlib import Path
+
+    from worker._internal.kafka import partition_count
+    from worker._internal.lakefs import LakeFS
+    from worker._internal.s3 import open_bucket
+    from worker.constants import TOPIC_INDEX_CANDIDATES
+    from worker.keys import TrustedKeys, load_private_key
+
+    async def go() -> list[tuple[str, bool, str]]:
+        checks: list[tuple[str, bool, str]] = []
+
+        async def check(name: str, probe: Coroutine[Any, Any, str]) -> None:
+            try:
+                checks.append((name, True, await probe))
+            except (Error, OSError, ValueError) as e:
+                checks.append((name, False, e.diagnostics() if isinstance(e, Error) else str(e)))
+
+        async def kafka() -> str:
+            topic = settings.topic(TOPIC_INDEX_CANDIDATES)
+            n = await partition_count(settings.kafka_bootstrap, topic, settings.kafka_timeout_s)
+            if n != 1:
+                raise ValueError(f"writer topic {topic} has {n} partitions (want exactly 1)")
+            return f"{settings.kafka_bootstrap}, writer topic has 1 partition"
+
+        async def lakefs() -> str:
+            client = LakeFS(settings)
+            try:
+                await client.call(client.repos.list_repositories, amount=1)
+            finally:
+                client.close()
+            return settings.lakefs_endpoint
+
+        async def bucket() -> str:
+            async with open_bucket(settings) as b:
+                await b.list_keys("index/")
+            return f"s3://{settings.s3_bucket}"
+
+        async def keys() -> str:
+            load_private_key(Path(settings.signing_key))
+            trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
+            return f"signing key loads; {len(trusted)} trusted key(s)"
+
+        await check("kafka", kafka())
+        await check("lakefs", lakefs())
+        await check("s3", bucket())
+        await check("keys", keys())
+        return checks
+
+    results = asyncio.run(go())
+    for name, ok, detail in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
 def _run_none(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
 
@@ -467,6 +523,9 @@ def _add_setup_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None
     sub.add_parser("worker", help="run the Faust agents (bundler, ledger writer, rollback)").set_defaults(
         handler=_worker
     )
+    sub.add_parser(
+        "health", help="probe Kafka (writer topic has 1 partition), lakeFS, the bucket and the keys; exit 0 or 1"
+    ).set_defaults(handler=_health)
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="KEYS_COMMAND"
