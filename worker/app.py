@@ -117,6 +117,11 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """The only writer of the ledger; its topic has exactly one partition."""
     topic = settings.topic(TOPIC_INDEX_CANDIDATES)
     count = await partition_count(settings.kafka_bootstrap, topic)
+    for _ in range(50):  # a just-created topic can read as 0 partitions for a moment
+        if count:
+            break
+        await asyncio.sleep(0.2)
+        count = await partition_count(settings.kafka_bootstrap, topic)
     if count != 1:
         err = ConfigError(f"writer topic {topic} has {count} partitions; it must have exactly 1")
         log.critical("ledger.refusing_to_run", reason=str(err))

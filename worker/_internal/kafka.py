@@ -183,14 +183,24 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: f
                 await admin.create_topics(
                     [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in missing]
                 )
-        desc = await admin.describe_topics([s.name for s in specs if s.exact])
+        exact = [s.name for s in specs if s.exact]
+        # A topic created a moment ago may not have its partitions in the
+        # metadata yet (it reads as 0 partitions): wait for it, never guess.
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            desc = await admin.describe_topics(exact)
+            counts = {d["topic"]: len(d.get("partitions", [])) for d in desc if not d.get("error_code")}
+            if all(counts.get(name, 0) > 0 for name in exact) or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
     except (KafkaError, OSError, TimeoutError) as e:
         raise TransientError(f"topic administration failed: {type(e).__name__}: {e}") from e
     finally:
         await admin.close()
-    counts = {d["topic"]: len(d.get("partitions", [])) for d in desc}
     for s in specs:
-        if s.exact and counts.get(s.name, s.partitions) != s.partitions:
+        if s.exact and counts.get(s.name, 0) == 0:
+            raise TransientError(f"topic {s.name} has no partitions in the cluster metadata yet")
+        if s.exact and counts[s.name] != s.partitions:
             raise ConfigError(
                 f"topic {s.name} has {counts[s.name]} partitions; it must have exactly "
                 f"{s.partitions} (it orders the ledger)"
