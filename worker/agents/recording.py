@@ -17,6 +17,8 @@ A crash before 1 leaves no row, and the candidate is redelivered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 
-from worker._internal.s3 import Bucket, NotFound
+from worker._internal.s3 import AlreadyExists, Bucket, NotFound
 from worker.agents.governance import emit_raw
 from worker.agents.runtime import Runtime
 from worker.bundle.attest import verify_envelope
@@ -91,6 +93,11 @@ class LedgerStore:
         self.ledger = ledger
         self.etag = etag
         self.origin = origin
+        # What this process already derived (None: not yet compared with the bucket).
+        self._sidecars: set[str] | None = None
+        self._parquet_size: int | None = None
+        self._parquet_rows = -1
+        self._checkpointed = -1
 
     @classmethod
     async def load(cls, bucket: Bucket, origin: str) -> LedgerStore:
@@ -110,29 +117,44 @@ class LedgerStore:
             self.etag = await self.bucket.put(INDEX_JSONL_KEY, data, if_match=self.etag)
 
     async def reconcile(self, key: Ed25519PrivateKey, key_name: str) -> list[str]:
-        """Step 2, idempotent: derive whatever the JSONL has that the mirrors lack."""
+        """Step 2, idempotent: derive whatever the JSONL has that the mirrors lack.
+
+        The first call (at start) compares with what is stored; later calls
+        know what they derived themselves and only add what is new, so a batch
+        costs one Parquet write, its new sidecars and one checkpoint, not a
+        listing of the whole bucket.
+        """
         done: list[str] = []
         rows = self.ledger.rows
-        parquet = to_parquet(rows)
-        head = await self.bucket.head(INDEX_PARQUET_KEY)
-        current = None
-        if head is not None and head.size == len(parquet):
-            current, _ = await self.bucket.get(INDEX_PARQUET_KEY, _MAX_INDEX_BYTES)
-        if current != parquet:
+        parquet = await asyncio.to_thread(to_parquet, rows)
+        if self._parquet_size is None:
+            head = await self.bucket.head(INDEX_PARQUET_KEY)
+            current = None
+            if head is not None and head.size == len(parquet):
+                current, _ = await self.bucket.get(INDEX_PARQUET_KEY, _MAX_INDEX_BYTES)
+            stale = current != parquet
+        else:
+            stale = self._parquet_rows != len(rows)
+        if stale:
             await self.bucket.put(INDEX_PARQUET_KEY, parquet)
             done.append(INDEX_PARQUET_KEY)
-        existing = set(await self.bucket.list_keys(META_PREFIX))
+        self._parquet_size, self._parquet_rows = len(parquet), len(rows)
+        if self._sidecars is None:
+            self._sidecars = set(await self.bucket.list_keys(META_PREFIX))
         for row in rows:
             k = f"{META_PREFIX}{row.lakefs_commit}.yaml"
-            if k not in existing:
-                await self.bucket.put(k, sidecar_yaml(row, self.bucket.name), if_none_match=True)
+            if k not in self._sidecars:
+                with contextlib.suppress(AlreadyExists):
+                    await self.bucket.put(k, sidecar_yaml(row, self.bucket.name), if_none_match=True)
+                self._sidecars.add(k)
                 done.append(k)
         size = self.ledger.size
-        if size and await self.bucket.head(checkpoint_key(size)) is None:
+        if size and size != self._checkpointed and await self.bucket.head(checkpoint_key(size)) is None:
             note = sign_checkpoint(self.origin, size, self.ledger.root(), key_name, key)
             await self.bucket.put(checkpoint_key(size), note, if_none_match=True)
             await self.bucket.put(LATEST_CHECKPOINT, note)
             done.append(checkpoint_key(size))
+        self._checkpointed = size
         return done
 
 

@@ -22,6 +22,7 @@ Numbered steps (spec section 6, issue #5), referred to in the code:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -226,11 +227,15 @@ async def _verify(
     if digest != row.checksums.artifact_sha256:
         raise _Rejected(f"bundle sha256 {digest} does not match the ledger row ({row.checksums.artifact_sha256})")
     envelope, _ = await rt.bucket.get(row.signatures.in_toto[len(prefix):], limits.max_envelope_bytes)
-    verified = verify_bundle(bundle, envelope, trusted, limits, expected_commit=req.commit)
+    # Hashing and decompressing a large bundle is CPU and disk work: off the loop,
+    # so Kafka heartbeats and other agents keep running meanwhile.
+    verified = await asyncio.to_thread(verify_bundle, bundle, envelope, trusted, limits, expected_commit=req.commit)
     if verified.sha256 != row.checksums.artifact_sha256:
         raise _Rejected("attestation subject does not match the ledger row")
     await prove(rt, req.commit, trusted)  # inclusion proof against the signed checkpoint
-    extracted = extract_bundle(bundle, work / "x", limits, expected_sha256=row.checksums.artifact_sha256)
+    extracted = await asyncio.to_thread(
+        extract_bundle, bundle, work / "x", limits, expected_sha256=row.checksums.artifact_sha256
+    )
     return row, dict(extracted.files), await _bundle_trace_link(rt, row)
 
 
@@ -365,7 +370,7 @@ async def _check(rt: Runtime, req: RollbackRequest, ref: str, files: dict[str, P
     tmp = rt.work_dir / f"check-{uuid.uuid4().hex}"
     try:
         for member, local in sorted(files.items()):
-            want = _sha256(local)
+            want = await asyncio.to_thread(_sha256, local)
             if member.startswith(LAKEFS_ROOT):
                 path = member[len(LAKEFS_ROOT):]
                 info = await rt.lakefs.stat(repo, ref, path)
