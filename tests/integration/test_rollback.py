@@ -233,6 +233,14 @@ async def test_refusals_change_nothing(
     assert r["status"] == "rejected" and "no ledger row" in r["reason"]
     assert await lakefs.branch_head(repo, "t-refuse") == c  # nothing changed
 
+    # Someone's uncommitted work on the target branch is never committed or discarded.
+    await lakefs.upload(repo, "t-refuse", "configs/wip.yaml", b"work in progress\n")
+    for strategy in ("revert", "reset"):
+        [r] = await _send_and_wait(settings, _request(repo, a, "t-refuse", strategy))
+        assert r["status"] == "rejected" and "uncommitted" in r["reason"], r
+    assert await lakefs.read(repo, "t-refuse", "configs/wip.yaml", 1 << 10) == b"work in progress\n"
+    await lakefs.delete(repo, "t-refuse", "configs/wip.yaml")
+
     # A target branch that does not exist: a final answer, not a hang.
     [r] = await _send_and_wait(settings, _request(repo, a, "no-such-branch", "revert"))
     assert r["status"] == "rejected" and "does not exist" in r["reason"], r

@@ -236,6 +236,11 @@ class LakeFS:
                 return out
             after = page.pagination.next_offset
 
+    async def uncommitted(self, repo: str, branch: str) -> bool:
+        """Whether the branch has staged (uncommitted) changes."""
+        page = await self.call(self.branches.diff_branch, repo, branch, amount=1)
+        return bool(page.results)
+
     async def copy_from(self, repo: str, branch: str, path: str, src_ref: str) -> None:
         """Server-side copy of ``path`` at ``src_ref`` onto ``branch`` (no data moves through us)."""
         await self.call(

@@ -146,6 +146,7 @@ async def _handle(rt: Runtime, req: RollbackRequest, trusted: TrustedKeys) -> Ro
             started = datetime.now(UTC)
             try:
                 plan = await _plan(rt, req)  # 2
+                await _refuse_dirty_branch(rt, req)
             except IntegrityError as e:  # e.g. the target branch does not exist: nothing was changed
                 return await _reject(rt, req, base, str(e))
             if req.dry_run:
@@ -275,6 +276,18 @@ async def _plan(rt: Runtime, req: RollbackRequest) -> dict[str, Any]:
         "changes": [{"type": t, "path": p} for t, p in sorted(changes, key=lambda x: x[1])][:10_000],
         "changed_files": len(changes),
     }
+
+
+async def _refuse_dirty_branch(rt: Runtime, req: RollbackRequest) -> None:
+    """A revert commits what is staged and a reset discards it: neither may touch
+    someone else's uncommitted work. A request resuming its own claim is exempt
+    (the staged changes are its own partial restore)."""
+    if req.strategy == "branch" or await rt.bucket.head(_key(req, "claim.json")) is not None:
+        return
+    if await rt.lakefs.uncommitted(req.lakefs_repo, req.target_branch):
+        raise IntegrityError(
+            f"target branch {req.target_branch} has uncommitted changes; commit or reset them first"
+        )
 
 
 async def _claim(rt: Runtime, req: RollbackRequest, plan: dict[str, Any]) -> dict[str, Any]:
