@@ -67,6 +67,8 @@ app = faust.App(
     broker_commit_interval=1.0,
     # Bundles of large commits take a while; the agent must not be kicked out.
     broker_max_poll_interval=1800.0,
+    broker_session_timeout=settings.kafka_session_timeout_s,
+    broker_heartbeat_interval=max(settings.kafka_session_timeout_s / 10, 0.5),
     stream_wait_empty=False,
 )
 

@@ -70,6 +70,8 @@ class Settings:
     bundle_retries: int = 3
     checkpoint_name: str = "kfm-rollback-registry"
     otel_exporter: str = "none"
+    # How long the group waits for a silent worker before moving its partitions.
+    kafka_session_timeout_s: float = 30.0
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 
