@@ -17,6 +17,8 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
+# The stack under test (a second stack, e.g. the Kafka 4 leg, sets KFM_STACK_DIR).
+STACK_DIR = Path(os.environ.get("KFM_STACK_DIR", ROOT / ".stack"))
 KFM = [sys.executable, "-m", "worker._cli"]
 
 
@@ -31,7 +33,7 @@ def hooks_server(env: dict[str, str], **extra: str) -> Iterator[str]:
     """Run `kfm hooks serve` on a free port; yield its base URL."""
     port = free_port()
     full = {**os.environ, **env, "KFM_HOOKS_PORT": str(port), **extra}
-    log = open(ROOT / ".stack" / "logs" / f"hooks-test-{port}.log", "wb")  # noqa: SIM115
+    log = open(STACK_DIR / "logs" / f"hooks-test-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([*KFM, "hooks", "serve"], env=full, stdout=log, stderr=log, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -42,7 +44,7 @@ def hooks_server(env: dict[str, str], **extra: str) -> Iterator[str]:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"hooks server did not start: {(ROOT / '.stack/logs').as_posix()}") from None
+                    raise RuntimeError(f"hooks server did not start: {(STACK_DIR / 'logs').as_posix()}") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -125,7 +127,7 @@ def unique(prefix: str) -> str:
 def worker_process(env: dict[str, str], name: str, **extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run `kfm worker` (the Faust app) until the block ends."""
     full = {**os.environ, **env, **extra}
-    log = open(ROOT / ".stack" / "logs" / f"worker-{name}.log", "ab")  # noqa: SIM115
+    log = open(STACK_DIR / "logs" / f"worker-{name}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen([*KFM, "worker"], env=full, stdout=log, stderr=log, cwd=ROOT)
     try:
         yield proc
