@@ -8,13 +8,12 @@ place the shape is defined (hooks produce it, the bundler consumes it).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.errors import IntegrityError
-from worker.ids import BranchName, CommitId, RepoId
+from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
 __all__ = ["CommitEvent", "EventSource", "decode_event", "event_key"]
 
@@ -33,7 +32,7 @@ class CommitEvent(BaseModel):
     repository_id: RepoId
     branch_id: BranchName
     commit_id: CommitId
-    event_time: datetime
+    event_time: UtcDatetime
     action_name: Text = ""
     hook_id: Text = ""
     source_ref: Text = ""
@@ -44,13 +43,6 @@ class CommitEvent(BaseModel):
         default_factory=dict, max_length=256
     )
     request_id: Text = ""
-
-    @field_validator("event_time")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        if v.tzinfo is None or v.utcoffset() != UTC.utcoffset(None):
-            raise ValueError("must be a UTC timestamp")
-        return v
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")

@@ -1,4 +1,4 @@
-"""lakeFS identifier rules, defined once for every boundary.
+"""lakeFS identifier and timestamp rules, defined once for every boundary.
 
 Commit events, bundle manifests, attestations, ledger rows and rollback
 requests all accept exactly the same repository, branch and commit values, so
@@ -9,11 +9,21 @@ to print in error messages and paste into commands.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator
 
-__all__ = ["BranchName", "CommitId", "RepoId", "check_branch", "check_commit", "check_repo"]
+__all__ = [
+    "BranchName",
+    "CommitId",
+    "RepoId",
+    "UtcDatetime",
+    "check_branch",
+    "check_commit",
+    "check_repo",
+    "check_utc",
+]
 
 _REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 _BRANCH_RE = re.compile(r"^[\w][\w.\-/]{0,255}$")
@@ -44,3 +54,13 @@ def check_commit(v: str) -> str:
 RepoId = Annotated[str, AfterValidator(check_repo)]
 BranchName = Annotated[str, AfterValidator(check_branch)]
 CommitId = Annotated[str, AfterValidator(check_commit)]
+
+
+def check_utc(v: datetime) -> datetime:
+    """UTC only (tuf's discipline): an offset other than +00:00 is refused, not converted."""
+    if v.tzinfo is None or v.utcoffset() != UTC.utcoffset(None):
+        raise ValueError("must be a UTC timestamp")
+    return v
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(check_utc)]

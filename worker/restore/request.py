@@ -9,13 +9,12 @@ which is what makes two requests for the same state converge.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker.errors import IntegrityError
-from worker.ids import BranchName, CommitId, RepoId
+from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
 __all__ = ["RollbackRequest", "RollbackResult", "Strategy", "decode_request", "request_key"]
 
@@ -36,20 +35,13 @@ class RollbackRequest(BaseModel):
     dry_run: bool = False
     requested_by: Annotated[str, Field(min_length=1, max_length=256)]
     reason: Annotated[str, Field(min_length=1, max_length=4096)]
-    requested_at: datetime
+    requested_at: UtcDatetime
 
     @field_validator("request_id")
     @classmethod
     def _rid(cls, v: str) -> str:
         if not _REQUEST_ID.fullmatch(v):
             raise ValueError("8-128 characters of [A-Za-z0-9._-]")
-        return v
-
-    @field_validator("requested_at")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        if v.tzinfo is None or v.utcoffset() != UTC.utcoffset(None):
-            raise ValueError("must be a UTC timestamp")
         return v
 
     def to_bytes(self) -> bytes:
