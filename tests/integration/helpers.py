@@ -147,3 +147,18 @@ def run_kfm(env: dict[str, str], *args: str, check: bool = True) -> subprocess.C
     if check and r.returncode != 0:
         raise AssertionError(f"kfm {' '.join(args)} exited {r.returncode}: {r.stdout}\n{r.stderr}")
     return r
+
+
+def isolated_registry(stack_env: dict[str, str], prefix: str, bucket: str | None = None) -> dict[str, str]:
+    """Env for a registry of its own on the shared stack: own topics (prefix), own bucket if given."""
+    env = {**stack_env, "KFM_TOPIC_PREFIX": prefix}
+    if bucket is not None:
+        import boto3
+
+        boto3.client(
+            "s3", endpoint_url=env["KFM_S3_ENDPOINT"], region_name="us-east-1",
+            aws_access_key_id=env["KFM_S3_ACCESS_KEY_ID"], aws_secret_access_key=env["KFM_S3_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket=bucket)
+        env["KFM_S3_BUCKET"] = bucket
+    run_kfm(env, "topics", "ensure")
+    return env

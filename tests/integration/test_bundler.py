@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import tarfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     end_offsets,
     free_port,
     hooks_server,
+    isolated_registry,
     read_since,
     run_kfm,
     unique,
@@ -45,21 +46,7 @@ PREFIX = unique("bt") + "."
 
 @pytest.fixture(scope="module")
 def env(stack_env: dict[str, str]) -> dict[str, str]:
-    e = {**stack_env, "KFM_TOPIC_PREFIX": PREFIX}
-    run_kfm(e, "topics", "ensure")
-    return e
-
-
-@pytest.fixture(scope="module")
-def settings(env: dict[str, str]) -> Settings:
-    return load_settings({**os.environ, **env})
-
-
-@pytest.fixture
-async def lakefs(settings: Settings) -> AsyncIterator[LakeFS]:
-    client = LakeFS(settings)
-    yield client
-    client.close()
+    return isolated_registry(stack_env, PREFIX)
 
 
 @pytest.fixture(scope="module")

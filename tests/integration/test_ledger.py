@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pytest
 
 from hooks.install import install_action
-from tests.integration.helpers import hooks_server, post, run_kfm, unique, worker_process
+from tests.integration.helpers import hooks_server, isolated_registry, post, run_kfm, unique, worker_process
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
-from worker.config import Settings, load_settings
+from worker.config import Settings
 from worker.constants import HOOK_TOKEN_HEADER, INDEX_JSONL_KEY, INDEX_PARQUET_KEY, META_PREFIX
 from worker.ledger.chain import verify_jsonl
 
@@ -34,24 +31,7 @@ N = 50
 
 @pytest.fixture(scope="module")
 def env(stack_env: dict[str, str]) -> dict[str, str]:
-    e = {**stack_env, "KFM_TOPIC_PREFIX": PREFIX, "KFM_S3_BUCKET": BUCKET}
-    s3 = boto3.client("s3", endpoint_url=e["KFM_S3_ENDPOINT"], region_name="us-east-1",
-                      aws_access_key_id=e["KFM_S3_ACCESS_KEY_ID"], aws_secret_access_key=e["KFM_S3_SECRET_ACCESS_KEY"])
-    s3.create_bucket(Bucket=BUCKET)
-    run_kfm(e, "topics", "ensure")
-    return e
-
-
-@pytest.fixture(scope="module")
-def settings(env: dict[str, str]) -> Settings:
-    return load_settings({**os.environ, **env})
-
-
-@pytest.fixture
-async def lakefs(settings: Settings) -> AsyncIterator[LakeFS]:
-    client = LakeFS(settings)
-    yield client
-    client.close()
+    return isolated_registry(stack_env, PREFIX, BUCKET)
 
 
 async def _jsonl(settings: Settings) -> bytes:

@@ -14,17 +14,24 @@ import json
 import os
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pytest
 import zstandard
 
 from hooks.install import install_action
 from tests.integration.fixtures_repo import populate
-from tests.integration.helpers import end_offsets, hooks_server, read_since, run_kfm, unique, worker_process
+from tests.integration.helpers import (
+    end_offsets,
+    hooks_server,
+    isolated_registry,
+    read_since,
+    run_kfm,
+    unique,
+    worker_process,
+)
 from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
@@ -42,24 +49,7 @@ BUCKET = unique("kfm-rollback-test")
 
 @pytest.fixture(scope="module")
 def env(stack_env: dict[str, str]) -> dict[str, str]:
-    e = {**stack_env, "KFM_TOPIC_PREFIX": PREFIX, "KFM_S3_BUCKET": BUCKET}
-    s3 = boto3.client("s3", endpoint_url=e["KFM_S3_ENDPOINT"], region_name="us-east-1",
-                      aws_access_key_id=e["KFM_S3_ACCESS_KEY_ID"], aws_secret_access_key=e["KFM_S3_SECRET_ACCESS_KEY"])
-    s3.create_bucket(Bucket=BUCKET)
-    run_kfm(e, "topics", "ensure")
-    return e
-
-
-@pytest.fixture(scope="module")
-def settings(env: dict[str, str]) -> Settings:
-    return load_settings({**os.environ, **env})
-
-
-@pytest.fixture
-async def lakefs(settings: Settings) -> AsyncIterator[LakeFS]:
-    client = LakeFS(settings)
-    yield client
-    client.close()
+    return isolated_registry(stack_env, PREFIX, BUCKET)
 
 
 @pytest.fixture(scope="module")
