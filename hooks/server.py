@@ -8,7 +8,6 @@ failure whenever an event could be lost.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -155,7 +154,7 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
     return app
 
 
-def run(settings: Settings, **_: Any) -> None:
+def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM (aiohttp installs the handlers)."""
     web.run_app(
         make_app(settings),
