@@ -498,6 +498,13 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_key_option(parser: argparse.ArgumentParser) -> None:
+    """One spelling of the trusted-keys option for every verb that verifies."""
+    parser.add_argument(
+        "--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)"
+    )
+
+
 def _add_hooks_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     hooks = sub.add_parser("hooks", help="the lakeFS webhook receiver").add_subparsers(
         dest="hooks_command", required=True, metavar="HOOKS_COMMAND"
@@ -556,9 +563,7 @@ def _add_bundle_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     ver = sub.add_parser("verify", help="verify a bundle offline; exits non-zero naming what failed")
     ver.add_argument("bundle", help="the .tar.zst file, or its s3:// URI in the registry")
     ver.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
-    ver.add_argument(
-        "--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)"
-    )
+    _add_key_option(ver)
     ver.set_defaults(handler=_verify)
 
 
@@ -572,10 +577,10 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     show.set_defaults(handler=_ledger_show)
     pr = ledger.add_parser("prove", help="inclusion proof of a commit's row against the latest signed checkpoint")
     pr.add_argument("commit")
-    pr.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    _add_key_option(pr)
     pr.set_defaults(handler=_ledger_prove)
     lv = ledger.add_parser("verify", help="re-derive chain, root, checkpoints and mirrors; non-zero on any difference")
-    lv.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    _add_key_option(lv)
     lv.set_defaults(handler=_ledger_verify)
 
     audit = sub.add_parser("audit", help="audit").add_subparsers(
@@ -583,7 +588,7 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     rp = audit.add_parser("replay", help="rebuild the ledger from the writer topic and compare with the canonical one")
     rp.add_argument("--scratch", help="where to write the rebuilt ledger (default: a new temp dir)")
-    rp.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    _add_key_option(rp)
     rp.set_defaults(handler=_audit_replay)
 
 
@@ -608,7 +613,7 @@ def _add_rollback_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> N
     rs.add_argument("--bundle", required=True, help="bundle file or s3:// URI")
     rs.add_argument("--to", required=True, help="empty or missing directory to extract into")
     rs.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
-    rs.add_argument("--key", action="append", help="trusted public key (default KFM_TRUSTED_KEYS_DIR)")
+    _add_key_option(rs)
     rs.set_defaults(handler=_restore)
 
 
