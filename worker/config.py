@@ -58,6 +58,15 @@ class Settings:
     signing_key: str = ""
     trusted_keys_dir: str = ""
     watched_branches: str = ""
+    # Repositories the reconciler walks: "repo" or "repo:branch1|branch2", comma-separated (docs/coverage.md).
+    watched_repos: str = ""
+    reconcile_interval_s: float = 60.0  # 0 turns the worker's reconciler off
+    reconcile_since: str = ""  # RFC 3339 date or date-time: the horizon for commits never seen before
+    reconcile_page_size: int = 100
+    reconcile_pause_s: float = 0.2
+    reconcile_pending_timeout_s: float = 900.0
+    reconcile_max_requests: int = 1000
+    coverage_grace_s: float = 300.0
     stac_prefixes: str = "stac/"
     config_globs: str = "configs/*,configs/**/*"
     model_manifest: str = "models/manifest.json"
@@ -174,5 +183,18 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"KFM_KAFKA_BOOTSTRAP={s.kafka_bootstrap!r}: expected host:port[,host:port]")
     if not 0 < s.hooks_port < 65536:
         raise ConfigError(f"KFM_HOOKS_PORT={s.hooks_port}: not a TCP port")
+    _validate_reconcile(s)
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"KFM_LOG_LEVEL={s.log_level!r}: one of DEBUG, INFO, WARNING, ERROR")
+
+
+def _validate_reconcile(s: Settings) -> None:
+    from worker.watch import parse_since, parse_watched_repos
+
+    parse_watched_repos(s.watched_repos)
+    if s.reconcile_since:
+        parse_since(s.reconcile_since, "KFM_RECONCILE_SINCE")
+    if 0 < s.reconcile_interval_s < 1:
+        raise ConfigError(f"KFM_RECONCILE_INTERVAL_S={s.reconcile_interval_s}: 0 (off) or at least 1")
+    if not 1 <= s.reconcile_page_size <= 1000:
+        raise ConfigError(f"KFM_RECONCILE_PAGE_SIZE={s.reconcile_page_size}: between 1 and 1000")
