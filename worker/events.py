@@ -1,6 +1,6 @@
 """The commit event: what every bundle starts from.
 
-A lakeFS post-commit/post-merge webhook and a manual ``kfm checkpoint`` both
+A lakeFS post-commit/post-merge webhook, a manual ``kfm checkpoint`` and the reconciler all
 become one :class:`CommitEvent` on the events topic. Kafka values are
 untrusted input too, so the model is strict and frozen, and it is the only
 place the shape is defined (hooks produce it, the bundler consumes it).
@@ -17,7 +17,7 @@ from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
 __all__ = ["CommitEvent", "EventSource", "decode_event", "event_key"]
 
-EventSource = Literal["post-commit", "post-merge", "checkpoint"]
+EventSource = Literal["post-commit", "post-merge", "checkpoint", "reconcile"]
 
 
 Text = Annotated[str, Field(max_length=4096)]
