@@ -22,7 +22,7 @@ O(n) hashes; verifiers O(log n). Verifiers raise and return nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from worker.errors import VerificationError
@@ -32,8 +32,10 @@ __all__ = [
     "HASH_SIZE",
     "consistency_proof",
     "consistency_proof_from_hashes",
+    "consistency_proof_with",
     "inclusion_proof",
     "inclusion_proof_from_hashes",
+    "inclusion_proof_with",
     "leaf_hash",
     "node_hash",
     "root",
@@ -88,7 +90,18 @@ def inclusion_proof_from_hashes(index: int, leaf_hashes: Sequence[bytes]) -> lis
     Raises:
         ValueError: ``index`` is not a leaf of the tree.
     """
-    n = len(leaf_hashes)
+    return inclusion_proof_with(index, len(leaf_hashes), lambda lo, hi: _mth(leaf_hashes, lo, hi))
+
+
+def inclusion_proof_with(index: int, n: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
+    """Audit path of leaf ``index`` in a tree of ``n`` leaves, given ``mth(lo, hi)``.
+
+    ``mth`` hashes a leaf range; the ranges asked for are the ones RFC 6962's
+    recursion produces, so a caller holding tiles can answer from them.
+
+    Raises:
+        ValueError: ``index`` is not a leaf of the tree.
+    """
     if not 0 <= index < n:
         raise ValueError(f"leaf index {index} not in a tree of size {n}")
     path: list[bytes] = []
@@ -97,10 +110,10 @@ def inclusion_proof_from_hashes(index: int, leaf_hashes: Sequence[bytes]) -> lis
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            path.append(_mth(leaf_hashes, lo + k, hi))
+            path.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            path.append(_mth(leaf_hashes, lo, lo + k))
+            path.append(mth(lo, lo + k))
             lo, m = lo + k, m - k
     path.reverse()
     return path
@@ -129,6 +142,19 @@ def consistency_proof_from_hashes(
         raise ValueError(
             f"need 0 <= old_size ({old_size}) <= new_size ({new_size}) <= {len(leaf_hashes)}"
         )
+    return consistency_proof_with(old_size, new_size, lambda lo, hi: _mth(leaf_hashes, lo, hi))
+
+
+def consistency_proof_with(
+    old_size: int, new_size: int, mth: Callable[[int, int], bytes]
+) -> list[bytes]:
+    """Consistency proof from ``old_size`` to ``new_size``, given ``mth(lo, hi)``.
+
+    Raises:
+        ValueError: unless ``0 <= old_size <= new_size``.
+    """
+    if not 0 <= old_size <= new_size:
+        raise ValueError(f"need 0 <= old_size ({old_size}) <= new_size ({new_size})")
     if old_size in (0, new_size):
         return []
     proof: list[bytes] = []
@@ -137,13 +163,13 @@ def consistency_proof_from_hashes(
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            proof.append(_mth(leaf_hashes, lo + k, hi))
+            proof.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_mth(leaf_hashes, lo, lo + k))
+            proof.append(mth(lo, lo + k))
             lo, m, whole = lo + k, m - k, False
     if not whole:
-        proof.append(_mth(leaf_hashes, lo, hi))
+        proof.append(mth(lo, hi))
     proof.reverse()
     return proof
 
