@@ -25,7 +25,7 @@ from urllib3.exceptions import HTTPError
 from worker.config import Settings
 from worker.errors import IntegrityError, TransientError
 
-__all__ = ["CommitInfo", "LakeFS", "LakeFSNotFound", "ObjectInfo"]
+__all__ = ["ActionRunInfo", "CommitInfo", "HookRunInfo", "LakeFS", "LakeFSNotFound", "ObjectInfo"]
 
 T = TypeVar("T")
 _CHUNK = 1 << 20
@@ -47,10 +47,39 @@ class CommitInfo:
 
 
 @dataclass(frozen=True)
+class ActionRunInfo:
+    run_id: str
+    branch: str
+    commit_id: str
+    event_type: str
+    status: str
+    start_time: datetime
+
+
+@dataclass(frozen=True)
+class HookRunInfo:
+    action: str
+    hook_id: str
+    status: str
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     path: str
     size: int
     checksum: str  # lakeFS's own checksum (the block store ETag), not SHA-256
+
+
+def _commit_info(c: Any) -> CommitInfo:
+    return CommitInfo(
+        id=c.id,
+        parents=tuple(c.parents),
+        meta_range_id=c.meta_range_id or "",
+        message=c.message,
+        committer=c.committer,
+        creation_date=datetime.fromtimestamp(c.creation_date, tz=UTC),
+        metadata=dict(c.metadata or {}),
+    )
 
 
 class LakeFS:
@@ -70,6 +99,7 @@ class LakeFS:
         self.refs = lakefs_sdk.RefsApi(self._client)
         self.repos = lakefs_sdk.RepositoriesApi(self._client)
         self.experimental = lakefs_sdk.ExperimentalApi(self._client)
+        self.actions = lakefs_sdk.ActionsApi(self._client)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one SDK call in a worker thread, translating its errors."""
@@ -86,16 +116,41 @@ class LakeFS:
             raise TransientError(f"lakeFS {fn.__name__}: {type(e).__name__}") from e
 
     async def get_commit(self, repo: str, ref: str) -> CommitInfo:
-        c = await self.call(self.commits.get_commit, repo, ref)
-        return CommitInfo(
-            id=c.id,
-            parents=tuple(c.parents),
-            meta_range_id=c.meta_range_id or "",
-            message=c.message,
-            committer=c.committer,
-            creation_date=datetime.fromtimestamp(c.creation_date, tz=UTC),
-            metadata=dict(c.metadata or {}),
+        return _commit_info(await self.call(self.commits.get_commit, repo, ref))
+
+    async def log_page(
+        self, repo: str, ref: str, *, after: str = "", amount: int = 100
+    ) -> tuple[list[CommitInfo], str]:
+        """One page of the first-parent log of ``ref``, newest first; and the ``after`` of the next ("" at the end)."""
+        page = await self.call(
+            self.refs.log_commits, repo, ref, after=after or None, amount=amount, first_parent=True
         )
+        more = str(page.pagination.next_offset or "") if page.pagination.has_more else ""
+        return [_commit_info(c) for c in page.results], more
+
+    async def default_branch(self, repo: str) -> str:
+        r = await self.call(self.repos.get_repository, repo)
+        return str(r.default_branch)
+
+    async def action_runs(
+        self, repo: str, *, branch: str = "", after: str = "", amount: int = 100
+    ) -> tuple[list[ActionRunInfo], str]:
+        """One page of the repository's action runs, newest first; and the ``after`` of the next."""
+        page = await self.call(
+            self.actions.list_repository_runs, repo, after=after or None, amount=amount, branch=branch or None
+        )
+        runs = [
+            ActionRunInfo(
+                run_id=r.run_id, branch=r.branch, commit_id=r.commit_id, event_type=r.event_type,
+                status=r.status, start_time=r.start_time.astimezone(UTC),
+            )
+            for r in page.results
+        ]
+        return runs, str(page.pagination.next_offset or "") if page.pagination.has_more else ""
+
+    async def run_hooks(self, repo: str, run_id: str) -> list[HookRunInfo]:
+        page = await self.call(self.actions.list_run_hooks, repo, run_id, amount=1000)
+        return [HookRunInfo(action=h.action, hook_id=h.hook_id, status=h.status) for h in page.results]
 
     async def ensure_tag(self, repo: str, tag: str, commit_id: str) -> None:
         """Create a tag on the commit; an existing tag on the same commit is fine.

@@ -14,7 +14,8 @@ __all__ = ["emit", "emit_raw"]
 
 
 async def emit(rt: Runtime, kind: str, event: CommitEvent, **fields: Any) -> None:
-    await emit_raw(rt, kind, event.repository_id, event.commit_id, **fields)
+    """A governance event about a commit event; ``source`` says what asked for it (webhook, checkpoint, reconcile)."""
+    await emit_raw(rt, kind, event.repository_id, event.commit_id, source=event.source, **fields)
 
 
 async def emit_raw(rt: Runtime, kind: str, repo: str, commit: str, **fields: Any) -> None:

@@ -5,17 +5,24 @@ exponential backoff up to ``KFM_BUNDLE_RETRIES`` times; an
 :class:`IntegrityError` (or exhausted retries) goes to the dead-letter topic
 and a governance event, and the stream moves on. Nothing is published to the
 writer topic unless the bundle, its evidence and its attestation are stored.
+
+Coverage bookkeeping (docs/coverage.md): the bundler marks a commit *seen*
+when it starts on its event, and *failed* when it gives up on it, so the
+reconciler neither asks for it again in a loop nor loses sight of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from worker.agents import markers
 from worker.agents.bundling import bundle_and_upload
 from worker.agents.candidates import candidate_of
 from worker.agents.governance import emit
@@ -23,7 +30,7 @@ from worker.agents.runtime import Runtime
 from worker.canonical import canonical_bytes
 from worker.constants import TOPIC_DEAD_LETTER, TOPIC_INDEX_CANDIDATES
 from worker.errors import ConfigError, Error, IntegrityError, TransientError
-from worker.events import decode_event, event_key
+from worker.events import CommitEvent, decode_event, event_key
 from worker.keys import load_private_key
 from worker.tracing import context_from_headers
 
@@ -51,8 +58,17 @@ async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str
         await _dead_letter(rt, value, headers, str(e))
         return False
     if not rt.settings.branch_watched(event.branch_id):
-        log.info("bundle.skipped_unwatched_branch", branch_id=event.branch_id)
+        log.info("bundle.skipped_unwatched_branch", branch_id=event.branch_id, source=event.source)
         return False
+    structlog.contextvars.bind_contextvars(source=event.source)
+    try:
+        return await _bundle_event(rt, event, value, headers)
+    finally:
+        structlog.contextvars.unbind_contextvars("source")
+
+
+async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
+    await _best_effort("bundle.seen_marker_failed", event, markers.mark_seen(rt.bucket, event))
     parent = context_from_headers(headers)
     key = signing_key(rt)
     delay = 0.5
@@ -64,6 +80,8 @@ async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str
             if attempt == rt.settings.bundle_retries:
                 await _dead_letter(rt, value, headers, f"retries exhausted: {e}")
                 await emit(rt, "bundle.failed", event, reason=str(e), retryable=True)
+                await _best_effort("bundle.failed_marker_failed", event,
+                                   markers.mark_failed(rt.bucket, event, f"retries exhausted: {e}", retryable=True))
                 return False
             log.warning("bundle.retry", attempt=attempt + 1, error=str(e), commit_id=event.commit_id)
             await asyncio.sleep(delay)
@@ -72,6 +90,8 @@ async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str
             log.error("bundle.rejected", error=e.diagnostics(), commit_id=event.commit_id)
             await _dead_letter(rt, value, headers, e.diagnostics())
             await emit(rt, "bundle.failed", event, reason=e.diagnostics(), retryable=False)
+            await _best_effort("bundle.failed_marker_failed", event,
+                               markers.mark_failed(rt.bucket, event, e.diagnostics(), retryable=False))
             return False
     candidate = candidate_of(published, rt.settings.producer_name).to_bytes()
     # Bookkeeping that must survive cancellation: the bundle is stored, so its
@@ -85,6 +105,14 @@ async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str
     )
     log.info("bundle.candidate_published", commit_id=event.commit_id, sha256=published.bundle_sha256)
     return True
+
+
+async def _best_effort(what: str, event: CommitEvent, work: Coroutine[Any, Any, object]) -> None:
+    """Coverage markers must not stop a bundle: a lost marker costs one extra request later."""
+    try:
+        await work
+    except Error as e:
+        log.warning(what, commit_id=event.commit_id, error=e.diagnostics())
 
 
 async def _dead_letter(rt: Runtime, value: bytes, headers: list[tuple[str, bytes]], reason: str) -> None:
