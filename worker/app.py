@@ -28,6 +28,7 @@ from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBAC
 from worker.errors import ConfigError, TransientError
 from worker.keys import TrustedKeys
 from worker.logs import configure_logging
+from worker.membership import group_instance_id
 from worker.topics import app_id, ensure_all_topics
 from worker.tracing import init_tracing
 
@@ -51,6 +52,8 @@ settings = load_settings()
 configure_logging(settings.log_level)
 init_tracing("kfm-worker", settings.otel_exporter)
 log = structlog.get_logger("kfm.worker")
+instance_id = group_instance_id(settings, app_id(settings))
+log.info("worker.group_member", group=app_id(settings), group_instance_id=instance_id)
 
 app = faust.App(
     app_id(settings),
@@ -69,6 +72,8 @@ app = faust.App(
     broker_max_poll_interval=1800.0,
     broker_session_timeout=settings.kafka_session_timeout_s,
     broker_heartbeat_interval=max(settings.kafka_session_timeout_s / 10, 0.5),
+    # Static membership: a restarted worker rejoins as the same member, no session-timeout wait.
+    consumer_group_instance_id=instance_id,
     stream_wait_empty=False,
 )
 

@@ -81,6 +81,8 @@ class Settings:
     otel_exporter: str = "none"
     # How long the group waits for a silent worker before moving its partitions.
     kafka_session_timeout_s: float = 30.0
+    # Static group membership id (worker/membership.py): empty derives <hostname>-<slot>; 'off' disables.
+    worker_instance_id: str = ""
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 
