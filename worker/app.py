@@ -20,6 +20,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from worker._internal.kafka import partition_count
 from worker._internal.s3 import PreconditionFailed
 from worker.agents.handlers import handle_commit_event, signing_key
+from worker.agents.reconciling import reconcile_tick
 from worker.agents.recording import LedgerStore, checkpoint_origin, record_batch
 from worker.agents.restoring import handle_rollback_request
 from worker.agents.runtime import Runtime
@@ -178,3 +179,16 @@ async def rollback(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
                 log.exception("rollback.unexpected_error")
                 break
         yield None
+
+
+async def reconciler() -> None:
+    """Leader only: a reconcile pass at start, then every KFM_RECONCILE_INTERVAL_S (docs/coverage.md)."""
+    try:
+        await reconcile_tick(await runtime(), app.is_leader)
+    except Exception:  # a bug, or a dependency down past its retries: report, try again next interval
+        log.exception("reconcile.unexpected_error")
+
+
+# A 1 s tick checks leadership; reconcile_tick runs a pass when one is due. (Faust's
+# timer decorator is untyped, so it is applied by call to keep the function typed.)
+app.timer(interval=1.0, on_leader=True)(reconciler)
