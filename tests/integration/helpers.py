@@ -38,12 +38,17 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
         proc.wait()
 
 
+def logs_dir(env: dict[str, str]) -> Path:
+    """Where processes a test starts log: beside the logs of the env's stack (its KFM_STACK_DIR)."""
+    return Path(env.get("KFM_STACK_DIR") or STACK_DIR) / "logs"
+
+
 @contextmanager
 def hooks_server(env: dict[str, str], **extra: str) -> Iterator[str]:
     """Run `kfm hooks serve` on a free port; yield its base URL."""
-    port = free_port()
+    port = int(extra.pop("KFM_HOOKS_PORT", 0)) or free_port()  # a fixed port survives a restart
     full = {**os.environ, **env, "KFM_HOOKS_PORT": str(port), **extra}
-    log = open(STACK_DIR / "logs" / f"hooks-test-{port}.log", "wb")  # noqa: SIM115
+    log = open(logs_dir(env) / f"hooks-test-{port}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen([*KFM, "hooks", "serve"], env=full, stdout=log, stderr=log, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -54,7 +59,7 @@ def hooks_server(env: dict[str, str], **extra: str) -> Iterator[str]:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"hooks server did not start: {(STACK_DIR / 'logs').as_posix()}") from None
+                    raise RuntimeError(f"hooks server did not start: {logs_dir(env).as_posix()}") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -133,7 +138,7 @@ def unique(prefix: str) -> str:
 def worker_process(env: dict[str, str], name: str, **extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run `kfm worker` (the Faust app) until the block ends."""
     full = {**os.environ, **env, **extra}
-    log = open(STACK_DIR / "logs" / f"worker-{name}.log", "ab")  # noqa: SIM115
+    log = open(logs_dir(env) / f"worker-{name}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen([*KFM, "worker"], env=full, stdout=log, stderr=log, cwd=ROOT)
     try:
         yield proc

@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from worker._internal.s3 import AlreadyExists
+from worker.agents.recording import fault_point
 from worker.agents.runtime import Runtime
 from worker.agents.staging import Staged, stage_commit
 from worker.bundle.attest import build_statement, sign_statement, verify_envelope
@@ -188,6 +189,8 @@ async def bundle_and_upload(
                 await rt.bucket.upload_file(artifact_key, built.path)
             except AlreadyExists:
                 await _check_existing_bundle(rt, artifact_key, built.sha256, work)
+            # A crash here leaves a bundle without its attestation: the redelivered event finishes it.
+            fault_point("bundle.after_artifact")
             att_key = f"{ATTESTATIONS_PREFIX}{commit}.intoto.json"
             try:
                 await rt.bucket.put(att_key, envelope, if_none_match=True)
