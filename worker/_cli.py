@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from worker._cli_coverage import add_coverage_commands, forget_failure, register_watched_branch
 from worker.config import Settings, load_settings
 from worker.errors import Error
 from worker.logs import configure_logging
@@ -58,9 +59,18 @@ def _hooks_install(args: argparse.Namespace, settings: Settings) -> int:
         lakefs = LakeFS(settings)
         try:
             commit = await install_action(lakefs, args.repo, args.branch, url)
+            created = (await lakefs.get_commit(args.repo, commit)).creation_date
         finally:
             lakefs.close()
-        print(json.dumps({"repository": args.repo, "branch": args.branch, "commit": commit, "url": url}))
+        out = {"repository": args.repo, "branch": args.branch, "commit": commit, "url": url, "watched": True}
+        try:  # the reconciler watches the branch from this commit on (docs/coverage.md)
+            await register_watched_branch(settings, args.repo, args.branch, commit, created)
+        except Error as e:
+            print(json.dumps({**out, "watched": False}))
+            print(f"kfm: error: action installed but not registered for the reconciler: {e.diagnostics()}",
+                  file=sys.stderr)
+            return 1
+        print(json.dumps(out))
         return 0
 
     return _run(go())
@@ -171,6 +181,7 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             lakefs.close()
         branch = args.branch or (args.ref if not _looks_like_commit(args.ref) else "main")
+        await forget_failure(settings, args.repo, info.id)  # asked for again: no longer reported failed
         event = CommitEvent(
             source="checkpoint",
             repository_id=args.repo,
@@ -494,6 +505,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_setup_commands(sub)
     _add_bundle_commands(sub)
     _add_ledger_commands(sub)
+    add_coverage_commands(sub)
     _add_rollback_commands(sub)
     return p
 
