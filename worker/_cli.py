@@ -27,6 +27,7 @@ from worker.logs import configure_logging
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
 
+    from worker.agents.ledger_io import LedgerReader
     from worker.agents.runtime import Runtime
     from worker.keys import TrustedKeys
 
@@ -311,26 +312,32 @@ def _with_runtime(fn: Callable[[Runtime], Coroutine[Any, Any, int]], settings: S
     return _run(go())
 
 
-def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.auditing import load_ledger
+def _reader(rt: Runtime, args: argparse.Namespace, settings: Settings, *, keys: bool = True) -> LedgerReader:
+    from worker.agents.ledger_io import LedgerReader
 
+    trusted = _trusted_keys(args, settings) if keys else None
+    return LedgerReader(rt.bucket, trusted, settings.checkpoint_name)
+
+
+def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
     async def go(rt: Runtime) -> int:
-        ledger = await load_ledger(rt.bucket)
-        for row in ledger.rows:
-            print(f"{row.seq:6d}  {row.lakefs_commit[:16]}  {row.lakefs_repo}/{row.lakefs_branch}  "
+        reader = _reader(rt, args, settings)
+        rows = await reader.tail(args.limit)
+        cp, _ = await reader.checkpoint()
+        for row in rows:
+            print(f"{row.seq:6d}  {row.lakefs_commit}  {row.lakefs_repo}/{row.lakefs_branch}  "
                   f"{row.created_at}  {row.checksums.artifact_sha256[:16]}")
-        print(f"{ledger.size} rows, root {ledger.root().hex()}")
+        print(f"{cp.size} rows, root {cp.root.hex()}" + (f" (newest {len(rows)} shown)" if len(rows) < cp.size else ""))
         return 0
 
     return _with_runtime(go, settings)
 
 
 def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.auditing import load_ledger
     from worker.errors import IntegrityError
 
     async def go(rt: Runtime) -> int:
-        row = (await load_ledger(rt.bucket)).row_for(args.commit)
+        row = await _reader(rt, args, settings, keys=False).row_for(args.commit)
         if row is None:
             raise IntegrityError(f"no ledger row for commit {args.commit}")
         print(json.dumps(row.model_dump(mode="json"), indent=2, sort_keys=True))
@@ -340,12 +347,8 @@ def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.auditing import prove
-
-    trusted = _trusted_keys(args, settings)
-
     async def go(rt: Runtime) -> int:
-        print(json.dumps(await prove(rt, args.commit, trusted), indent=2))
+        print(json.dumps(await _reader(rt, args, settings).prove(args.commit), indent=2))
         return 0
 
     return _with_runtime(go, settings)
@@ -356,15 +359,51 @@ def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
     from worker.errors import VerificationError
 
     trusted = _trusted_keys(args, settings)
+    note = Path(args.from_checkpoint).read_bytes() if args.from_checkpoint else None
 
     async def go(rt: Runtime) -> int:
         try:
-            r = await verify_registry(rt, trusted)
+            r = await verify_registry(rt, trusted, trusted_note=note, derived=args.derived)
         except VerificationError as e:
             print(f"FAIL: {e}")
             return 1
-        print(f"OK: {r.rows} rows, chain valid, root {r.root}, {r.checkpoints} signed checkpoints consistent, "
-              f"Parquet mirror and {r.sidecars} sidecars agree")
+        checked = r.rows - r.from_size
+        what = f"rows {r.from_size}..{r.rows}" if r.from_size else f"{r.rows} rows"
+        print(f"OK: {what} canonical, chain valid, one row per commit, {r.tiles} tiles and root {r.root} "
+              f"match {r.checkpoints} signed checkpoints"
+              + (f"; consistent with the trusted checkpoint of size {r.from_size}" if r.from_size else "")
+              + ("; row objects, sidecars and Parquet mirror agree" if r.derived else "")
+              + f" ({checked / r.seconds if r.seconds else 0:,.0f} rows/s)")
+        return 0
+
+    return _with_runtime(go, settings)
+
+
+def _ledger_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.agents.handlers import signing_key
+    from worker.agents.ledger_io import checkpoint_origin
+    from worker.agents.recording import migrate_legacy
+    from worker.constants import LEDGER_HEAD_KEY
+
+    async def go(rt: Runtime) -> int:
+        if await rt.bucket.head(LEDGER_HEAD_KEY) is not None:
+            print("the ledger is already in the tiled layout; nothing to do")
+            return 0
+        origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
+        n = await migrate_legacy(rt.bucket, origin, signing_key(rt), settings.checkpoint_name)
+        print(f"migrated {n} rows to the tiled layout (row bytes and roots unchanged)")
+        return 0
+
+    return _with_runtime(go, settings)
+
+
+def _ledger_export(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.agents.ledger_io import export_jsonl
+
+    async def go(rt: Runtime) -> int:
+        reader = _reader(rt, args, settings)
+        n = await export_jsonl(reader, Path(args.out) if args.out else None)
+        print(f"exported {n} rows to {args.out or rt.bucket.uri('index/rollback-index.jsonl')}")
         return 0
 
     return _with_runtime(go, settings)
@@ -393,7 +432,7 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from worker._internal.kafka import Producer
-    from worker.agents.auditing import load_ledger
+    from worker.agents.ledger_io import LedgerReader
     from worker.agents.runtime import Runtime
     from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
     from worker.errors import IntegrityError
@@ -403,7 +442,7 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
         repo = args.repo
         if not repo:
             async with await Runtime.open(settings) as rt:
-                row = (await load_ledger(rt.bucket)).row_for(args.commit)
+                row = await LedgerReader(rt.bucket).row_for(args.commit)
             if row is None:
                 raise IntegrityError(f"no ledger row for commit {args.commit}; pass --repo to ask anyway")
             repo = row.lakefs_repo
@@ -583,7 +622,10 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     ledger = sub.add_parser("ledger", help="the append-only index").add_subparsers(
         dest="ledger_command", required=True, metavar="LEDGER_COMMAND"
     )
-    ledger.add_parser("list", help="one line per row").set_defaults(handler=_ledger_list)
+    ls = ledger.add_parser("list", help="the newest rows, one line each (full commit ids)")
+    ls.add_argument("--limit", type=int, default=50, help="how many of the newest rows (default 50)")
+    _add_key_option(ls)
+    ls.set_defaults(handler=_ledger_list)
     show = ledger.add_parser("show", help="the row of one commit, as JSON")
     show.add_argument("commit")
     show.set_defaults(handler=_ledger_show)
@@ -591,9 +633,21 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     pr.add_argument("commit")
     _add_key_option(pr)
     pr.set_defaults(handler=_ledger_prove)
-    lv = ledger.add_parser("verify", help="re-derive chain, root, checkpoints and mirrors; non-zero on any difference")
+    lv = ledger.add_parser(
+        "verify", help="stream every row: canonical form, chain, one row per commit, tiles, root, checkpoints; "
+        "exit 1 naming the first difference")
+    lv.add_argument("--from", dest="from_checkpoint", metavar="NOTE",
+                    help="a checkpoint you trust (a file): prove the ledger extends it and check only newer rows")
+    lv.add_argument("--derived", action="store_true",
+                    help="also check every row object, sidecar and Parquet file (one read per row)")
     _add_key_option(lv)
     lv.set_defaults(handler=_ledger_verify)
+    mg = ledger.add_parser("migrate", help="convert a single-file ledger (earlier versions) to the tiled layout")
+    mg.set_defaults(handler=_ledger_migrate)
+    ex = ledger.add_parser("export", help="write the whole ledger as one JSONL file (the spec's index view)")
+    ex.add_argument("--out", help="a local file (default: s3://<bucket>/index/rollback-index.jsonl)")
+    _add_key_option(ex)
+    ex.set_defaults(handler=_ledger_export)
 
     audit = sub.add_parser("audit", help="audit").add_subparsers(
         dest="audit_command", required=True, metavar="AUDIT_COMMAND"

@@ -19,6 +19,10 @@ __all__ = [
     "HOOK_TOKEN_HEADER",
     "INDEX_JSONL_KEY",
     "INDEX_PARQUET_KEY",
+    "INDEX_PARQUET_PREFIX",
+    "LEDGER_CHECKPOINT_KEY",
+    "LEDGER_COMMITS_PREFIX",
+    "LEDGER_HEAD_KEY",
     "META_PREFIX",
     "TOPIC_DEAD_LETTER",
     "TOPIC_EVENTS",
@@ -52,7 +56,15 @@ ARTIFACTS_PREFIX: Final = "artifacts/"
 ATTESTATIONS_PREFIX: Final = "attestations/"
 CHECKPOINTS_PREFIX: Final = "checkpoints/"
 META_PREFIX: Final = "meta/"
+# The ledger (docs/ledger.md): tiles and entry bundles under ledger/ (worker.ledger.tiles),
+# the writer's commit point, the public checkpoint, one immutable row object per commit.
+LEDGER_HEAD_KEY: Final = "ledger/head"
+LEDGER_CHECKPOINT_KEY: Final = "ledger/checkpoint"
+LEDGER_COMMITS_PREFIX: Final = "ledger/commits/"
+# Derived views: the single JSONL file (`kfm ledger export`; the layout before tiles),
+# and the Parquet mirror as a dataset of one file per entry bundle.
 INDEX_JSONL_KEY: Final = "index/rollback-index.jsonl"
 INDEX_PARQUET_KEY: Final = "index/rollback-index.parquet"
+INDEX_PARQUET_PREFIX: Final = "index/rollback-index.parquet/"
 
 DSSE_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"

@@ -1,43 +1,50 @@
-"""Reading the ledger back: verification, inclusion proofs, and audit replay.
+"""Checking the ledger: streaming verification, and audit replay from the writer topic.
 
-These never write to the registry. ``verify_registry`` re-derives everything
-the writer promised (chain, Merkle root, signed checkpoints and their
-consistency, mirrors); ``replay`` rebuilds the ledger from the writer topic
-alone and compares it row for row and root for root.
+These never write to the registry. ``verify_registry`` re-derives what the
+writer promised (canonical rows, chain, one row per commit, Merkle tiles,
+signed checkpoints) reading each entry bundle once, in constant memory except
+16 bytes per row for the one-row-per-commit check; ``replay`` rebuilds the
+ledger from the writer topic alone and compares it row for row and root for
+root.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from worker._internal.s3 import Bucket, NotFound
-from worker.agents.recording import (
-    LATEST_CHECKPOINT,
-    checkpoint_origin,
-    load_checkpoints,
-    verify_candidate,
-)
+from worker.agents.ledger_io import LedgerReader, checkpoint_key, commit_key, verify_note
+from worker.agents.recording import parquet_key, verify_candidate
 from worker.agents.runtime import Runtime
-from worker.constants import INDEX_JSONL_KEY, INDEX_PARQUET_KEY, META_PREFIX, TOPIC_INDEX_CANDIDATES
+from worker.constants import CHECKPOINTS_PREFIX, META_PREFIX, TOPIC_INDEX_CANDIDATES
 from worker.errors import IntegrityError, TransientError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger import merkle
-from worker.ledger.checkpoint import Checkpoint, parse_and_verify
-from worker.ledger.mirror import check_derived, to_parquet
-from worker.ledger.row import parse_candidate, parse_utc, row_to_line
-from worker.ledger.state import Appended, Ledger
+from worker.ledger.chain import LineChecker, next_row
+from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from worker.ledger.mirror import check_mirrors
+from worker.ledger.row import GENESIS_PREV, LedgerRow, leaf_bytes, parse_candidate, parse_line
+from worker.ledger.tiles import (
+    TILE_WIDTH,
+    Tile,
+    TreeEdge,
+    consistency_proof,
+    edge_at,
+    tiles_for_size,
+    tiles_needed,
+)
 
-__all__ = ["ReplayReport", "VerifyReport", "load_ledger", "prove", "replay", "verify_registry"]
+__all__ = ["ReplayReport", "VerifyReport", "replay", "verify_registry"]
 
-_MAX = 1 << 31
+_IN_FLIGHT = 8
 
 
 @dataclass
@@ -45,88 +52,182 @@ class VerifyReport:
     rows: int = 0
     root: str = ""
     checkpoints: int = 0
-    sidecars: int = 0
+    tiles: int = 0
+    from_size: int = 0
+    derived: bool = False
+    seconds: float = 0.0
+    consistency_proof: list[str] = field(default_factory=list)
 
 
-async def load_ledger(bucket: Bucket) -> Ledger:
-    """Raises: VerificationError naming the first bad row."""
-    try:
-        data, _ = await bucket.get(INDEX_JSONL_KEY, _MAX)
-    except NotFound:
-        return Ledger()
-    return Ledger.from_jsonl(data)
+async def _archived(reader: LedgerReader, trusted: TrustedKeys, after: int, size: int) -> dict[int, bytes]:
+    """Roots of the archived checkpoints of sizes in ``(after, size]``, each verified."""
+    keys = [k for k in await reader.bucket.list_keys(CHECKPOINTS_PREFIX) if k.endswith(".note")]
+    sem = asyncio.Semaphore(_IN_FLIGHT)
 
-
-async def verify_registry(rt: Runtime, trusted: TrustedKeys) -> VerifyReport:
-    """Steps, each failing closed with a message naming what is wrong:
-
-    1. the JSONL parses canonically and its hash chain holds (names the row);
-    2. every checkpoint is signed by a trusted key for this registry's origin;
-    3. each checkpoint's root equals the ledger's root at that size, and each
-       later checkpoint is consistent with the earlier one (RFC 9162 proof);
-    4. the Parquet mirror and every YAML sidecar agree with the JSONL.
-    """
-    ledger = await load_ledger(rt.bucket)  # 1
-    origin = checkpoint_origin(rt.settings.checkpoint_name, rt.bucket.name)
-    cps = await load_checkpoints(rt.bucket, rt.settings.checkpoint_name, trusted, origin)  # 2
-    prev: Checkpoint | None = None
-    for cp in cps:  # 3
-        ledger.verify_checkpoint(cp)
-        if prev is not None:
-            proof = merkle.consistency_proof_from_hashes(
-                prev.size, cp.size, [merkle.leaf_hash(x) for x in ledger.leaves[: cp.size]]
-            )
-            merkle.verify_consistency(prev.size, cp.size, prev.root, cp.root, proof)
-        prev = cp
-    if ledger.size and (prev is None or prev.size != ledger.size):
-        raise VerificationError(
-            f"ledger has {ledger.size} rows but the newest signed checkpoint covers "
-            f"{prev.size if prev else 0}: rows were added without a checkpoint"
-        )
-    try:  # 4
-        parquet, _ = await rt.bucket.get(INDEX_PARQUET_KEY, _MAX)
-    except NotFound:
-        parquet = b"" if ledger.size else to_parquet(())
-    sidecars: dict[str, bytes] = {}
-    for k in await rt.bucket.list_keys(META_PREFIX):
-        commit = k[len(META_PREFIX):].removesuffix(".yaml")
-        sidecars[commit] = (await rt.bucket.get(k, 1 << 20))[0]
-    check_derived(ledger.rows, parquet, sidecars, registry_bucket=rt.bucket.name)
-    return VerifyReport(ledger.size, ledger.root().hex(), len(cps), len(sidecars))
-
-
-async def prove(rt: Runtime, commit: str, trusted: TrustedKeys) -> dict[str, Any]:
-    """An inclusion proof of the commit's row against the latest signed checkpoint."""
-    ledger = await load_ledger(rt.bucket)
-    row = ledger.row_for(commit)
-    if row is None:
-        raise IntegrityError(f"no ledger row for commit {commit}")
-    note, _ = await rt.bucket.get(LATEST_CHECKPOINT, 1 << 16)
-    origin = checkpoint_origin(rt.settings.checkpoint_name, rt.bucket.name)
-    cp = _verify_note(note, rt.settings.checkpoint_name, trusted, origin)
-    ledger.verify_checkpoint(cp)
-    leaf_hashes = [merkle.leaf_hash(x) for x in ledger.leaves[: cp.size]]
-    proof = merkle.inclusion_proof_from_hashes(row.seq, leaf_hashes)
-    merkle.verify_inclusion(ledger.leaves[row.seq], row.seq, cp.size, proof, cp.root)
-    return {
-        "lakefs_commit": commit,
-        "seq": row.seq,
-        "row_hash": row.hash,
-        "leaf_index": row.seq,
-        "tree_size": cp.size,
-        "root": cp.root.hex(),
-        "inclusion_proof": [h.hex() for h in proof],
-        "checkpoint": note.decode("utf-8"),
-    }
-
-
-def _verify_note(note: bytes, name: str, trusted: TrustedKeys, origin: str) -> Checkpoint:
-    for pub in trusted.values():
+    async def one(key: str) -> Checkpoint | None:
+        async with sem:
+            note, _ = await reader.bucket.get(key, MAX_NOTE_BYTES)
         try:
-            return parse_and_verify(note, name, pub, origin)
-        except VerificationError:
-            continue
-    raise VerificationError("latest checkpoint is not signed by a trusted key")
+            cp = verify_note(note, reader.checkpoint_name, trusted, reader.origin)
+        except VerificationError as e:
+            raise VerificationError(f"checkpoint {key}: {e}") from e
+        if key != checkpoint_key(cp.size):
+            raise VerificationError(f"checkpoint {key} is stored under another size than its own ({cp.size})")
+        return cp if after < cp.size else None
+
+    found = [cp for cp in await asyncio.gather(*(one(k) for k in keys)) if cp is not None]
+    for cp in found:
+        if cp.size > size:
+            raise VerificationError(
+                f"the ledger has {size} rows but checkpoint {checkpoint_key(cp.size)} vouches for "
+                f"{cp.size}; rows were removed"
+            )
+    return {cp.size: cp.root for cp in found}
+
+
+class _TileCheck:
+    """Compares the tiles the verifier recomputes with the stored ones, a few in flight."""
+
+    def __init__(self, reader: LedgerReader) -> None:
+        self._reader = reader
+        self._pending: list[asyncio.Task[None]] = []
+        self.count = 0
+
+    async def expect(self, tile: Tile, data: bytes) -> None:
+        self.count += 1
+        self._pending.append(asyncio.ensure_future(self._one(tile, data)))
+        if len(self._pending) >= _IN_FLIGHT:
+            await self._pending.pop(0)
+
+    async def _one(self, tile: Tile, data: bytes) -> None:
+        stored = (await self._reader.tiles([tile]))[tile]
+        if stored != data:
+            raise VerificationError(f"tile {tile.key} differs from the tree the rows make")
+
+    async def drain(self) -> None:
+        while self._pending:
+            await self._pending.pop(0)
+
+
+async def verify_registry(
+    rt: Runtime, trusted: TrustedKeys, *, trusted_note: bytes | None = None, derived: bool = False,
+) -> VerifyReport:
+    """Verify the stored ledger against its latest signed checkpoint.
+
+    Steps, each failing closed with a message naming what is wrong:
+
+    1. the latest checkpoint is signed by a trusted key for this registry;
+    2. every row from the start (or from ``trusted_note``'s size, whose root
+       must be the tree's root at that size: the consistency check a monitor
+       needs) is canonical and its chain holds (names the row);
+    3. no commit has two rows;
+    4. the Merkle tree the rows make equals the stored tiles, its root the
+       checkpoint's, and every archived checkpoint's root the root at its size;
+    5. with ``derived``: every row's commit object, sidecar and Parquet file
+       agree with the rows (one read per row: not for monitors).
+    """
+    started = time.perf_counter()
+    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name)
+    cp, _ = await reader.checkpoint()  # 1
+    report = VerifyReport(derived=derived)
+    start, edge, checker = 0, TreeEdge(), LineChecker()
+    if trusted_note is not None:
+        start, edge, checker, report.consistency_proof = await _continue_from(reader, trusted, trusted_note, cp)
+    report.from_size = start
+    archived = await _archived(reader, trusted, start, cp.size)
+    tiles = _TileCheck(reader)
+    async for first, data in reader.bundles(start, cp.size):  # 2-4
+        lines = data.split(b"\n")[:-1]
+        rows: list[LedgerRow] = []
+        for offset, line in enumerate(lines):
+            if first + offset < start:
+                continue
+            rows.append(checker.check(line))
+            for tile, tdata in edge.append(merkle.leaf_hash(line)):
+                await tiles.expect(tile, tdata)
+            if edge.size in archived and archived[edge.size] != edge.root():
+                raise VerificationError(
+                    f"the ledger's root at size {edge.size} differs from the signed checkpoint of that "
+                    "size: history was rewritten"
+                )
+        if derived:
+            await _check_derived(rt, first, lines, rows)
+    if edge.size != cp.size:
+        raise VerificationError(f"the ledger has {edge.size} rows but its checkpoint covers {cp.size}")
+    for tile, tdata in edge.partial_tiles():
+        if tile in set(tiles_for_size(cp.size)):
+            await tiles.expect(tile, tdata)
+    await tiles.drain()
+    if edge.root() != cp.root:
+        raise VerificationError("the ledger's root differs from its latest signed checkpoint")
+    await _no_duplicate_commits(reader, checker, cp.size)
+    report.rows, report.root, report.checkpoints = cp.size, cp.root.hex(), len(archived) + 1
+    report.tiles, report.seconds = tiles.count, time.perf_counter() - started
+    return report
+
+
+async def _continue_from(
+    reader: LedgerReader, trusted: TrustedKeys, note: bytes, cp: Checkpoint
+) -> tuple[int, TreeEdge, LineChecker, list[str]]:
+    """Start from a checkpoint the caller trusts: prove the tree still extends it."""
+    old = verify_note(note, reader.checkpoint_name, trusted, reader.origin)
+    if old.size > cp.size:
+        raise VerificationError(
+            f"the trusted checkpoint has {old.size} rows but the ledger's latest has {cp.size}: rows were removed"
+        )
+    needed = tiles_needed(lambda src: (edge_at(old.size, cp.size, src), consistency_proof(old.size, cp.size, src)))
+    fetched = await reader.tiles(needed)
+    edge = edge_at(old.size, cp.size, fetched.__getitem__)
+    if edge.root() != old.root:
+        raise VerificationError(
+            f"the ledger's root at size {old.size} differs from the trusted checkpoint: history was rewritten"
+        )
+    proof = consistency_proof(old.size, cp.size, fetched.__getitem__)
+    merkle.verify_consistency(old.size, cp.size, old.root, cp.root, proof)
+    prev = GENESIS_PREV
+    if old.size:
+        async for _, line in reader.lines(old.size - 1, old.size):
+            prev = hashlib.sha256(line).hexdigest()
+    return old.size, edge, LineChecker(seq=old.size, prev=prev), [h.hex() for h in proof]
+
+
+async def _no_duplicate_commits(reader: LedgerReader, checker: LineChecker, size: int) -> None:
+    """Confirm, on the full ids, each pair of rows whose commit prefixes collide."""
+    for a, b in checker.duplicate_commits():
+        rows = [parse_line(line, seq + 1) async for seq, line in reader.lines(a, a + 1)]
+        rows += [parse_line(line, seq + 1) async for seq, line in reader.lines(b, min(b + 1, size))]
+        if len(rows) == 2 and rows[0].lakefs_commit == rows[1].lakefs_commit:
+            raise VerificationError(
+                f"ledger row seq={b} (line {b + 1}): duplicate lakefs_commit {rows[1].lakefs_commit}, "
+                f"first at seq={a}; one bundle per commit"
+            )
+
+
+async def _check_derived(rt: Runtime, first: int, lines: list[bytes], rows: list[LedgerRow]) -> None:
+    """Step 5 for one bundle: its Parquet file, and each row's commit object and sidecar."""
+    bucket = rt.bucket
+    index = first // TILE_WIDTH
+    try:
+        parquet, _ = await bucket.get(parquet_key(index), 1 << 30)
+    except IntegrityError as e:
+        raise VerificationError(f"parquet mirror file {parquet_key(index)}: {e}") from e
+    sem = asyncio.Semaphore(_IN_FLIGHT)
+
+    async def get(key: str) -> tuple[str, bytes | None]:
+        async with sem:
+            try:
+                return key, (await bucket.get(key, 1 << 20))[0]
+            except IntegrityError:
+                return key, None
+
+    keys = [commit_key(r.lakefs_commit) for r in rows] + [f"{META_PREFIX}{r.lakefs_commit}.yaml" for r in rows]
+    got = dict(await asyncio.gather(*(get(k) for k in keys)))
+    for row in rows:
+        if got[commit_key(row.lakefs_commit)] != leaf_bytes(row) + b"\n":
+            raise VerificationError(f"row object of commit {row.lakefs_commit} (seq={row.seq}) differs from the ledger")
+    bundle_rows = rows if len(rows) == len(lines) else [parse_line(x, first + i + 1) for i, x in enumerate(lines)]
+    sidecars = {r.lakefs_commit: got[f"{META_PREFIX}{r.lakefs_commit}.yaml"] or b"" for r in rows}
+    await asyncio.to_thread(check_mirrors, bundle_rows, parquet, sidecars, registry_bucket=bucket.name)
 
 
 @dataclass
@@ -138,34 +239,128 @@ class ReplayReport:
     matches: bool = False
     differences: list[str] = field(default_factory=list)
     root: str = ""
+    verified_by_round_trip: int = 0
+    seconds: float = 0.0
+
+
+class _Canonical:
+    """The stored ledger as a cursor, read a bundle at a time alongside the replay."""
+
+    def __init__(self, reader: LedgerReader, size: int) -> None:
+        self._lines: AsyncIterator[tuple[int, bytes]] = reader.lines(0, size)
+        self._next: bytes | None = None
+        self._done = size == 0
+
+    async def peek(self) -> bytes | None:
+        if self._next is None and not self._done:
+            try:
+                self._next = (await anext(self._lines))[1]
+            except StopAsyncIteration:
+                self._done = True
+        return self._next
+
+    def advance(self) -> None:
+        self._next = None
 
 
 async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayReport:
     """Rebuild the ledger from the writer topic with a fresh, group-less consumer.
 
     No committed offsets are read or written, so the writer is not disturbed.
-    The rebuilt ledger is written under ``scratch`` and compared with the
-    canonical one row for row, and root for root at every signed checkpoint.
+    Each candidate goes through the writer's rules (one row per commit, rows
+    linked in topic order); its attestation is checked with a round trip to
+    the bucket only where the rebuilt row differs from the stored one (a
+    candidate the writer rejected), so replay is not bound by per-row round
+    trips. The rebuilt JSONL is written under ``scratch`` and compared row
+    for row, and root for root at every archived checkpoint.
     """
-    rebuilt = Ledger()
+    started = time.perf_counter()
+    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name)
+    cp, _ = await reader.checkpoint()
+    archived = await _archived(reader, trusted, 0, cp.size)
+    canonical = _Canonical(reader, cp.size)
     report = ReplayReport()
-    await _replay_topic(rt, trusted, rebuilt, report)
-    await asyncio.to_thread(_write_rebuilt, scratch, rebuilt)
-    report.rows = rebuilt.size
-    await _compare(rt, trusted, rebuilt, report)
+    await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
+    out = await asyncio.to_thread((scratch / "rollback-index.jsonl").open, "wb")
+    state = _Replay(rt, trusted, canonical, archived, report)
+    try:
+        async for value in _candidates(rt):
+            line = await state.take(value)
+            if line is not None:
+                out.write(line + b"\n")
+    finally:
+        await asyncio.to_thread(out.close)
+    edge = state.edge
+    report.rows, report.root = edge.size, edge.root().hex()
+    if edge.size != cp.size:
+        report.differences.append(f"canonical ledger has {cp.size} rows, replay has {edge.size}")
+    elif edge.root() != cp.root:
+        report.differences.append("root at the latest checkpoint differs")
     report.matches = not report.differences
+    report.seconds = time.perf_counter() - started
     await asyncio.to_thread((scratch / "report.json").write_text, json.dumps(report.__dict__, indent=2))
     return report
 
 
-async def _replay_topic(rt: Runtime, trusted: TrustedKeys, rebuilt: Ledger, report: ReplayReport) -> None:
-    """Apply every candidate on the writer topic, up to its current end, to ``rebuilt``."""
+class _Replay:
+    """The writer's rules applied to one candidate after another."""
+
+    def __init__(
+        self, rt: Runtime, trusted: TrustedKeys, canonical: _Canonical, archived: dict[int, bytes],
+        report: ReplayReport,
+    ) -> None:
+        self.rt, self.trusted, self.canonical, self.archived, self.report = rt, trusted, canonical, archived, report
+        self.seen: set[str] = set()
+        self.edge = TreeEdge()
+        self.tail: LedgerRow | None = None
+
+    async def take(self, value: bytes) -> bytes | None:
+        """The rebuilt line this candidate appends, or None."""
+        report = self.report
+        report.candidates += 1
+        try:
+            c = parse_candidate(value)
+        except IntegrityError:
+            report.rejected += 1
+            return None
+        if c.body.lakefs_commit in self.seen:
+            report.duplicates += 1
+            return None
+        row = next_row(self.tail, c.body)
+        line = leaf_bytes(row)
+        stored = await self.canonical.peek()
+        if stored == line:
+            self.canonical.advance()
+        else:
+            report.verified_by_round_trip += 1
+            try:
+                await verify_candidate(self.rt, c, self.trusted)
+            except IntegrityError:
+                report.rejected += 1
+                return None
+            if not report.differences:
+                report.differences.append(
+                    f"row seq {row.seq} differs (stored {'none' if stored is None else 'another row'}, "
+                    f"replay has commit {row.lakefs_commit})"
+                )
+        self.seen.add(c.body.lakefs_commit)
+        self.tail = row
+        self.edge.append(merkle.leaf_hash(line))
+        if self.edge.size in self.archived and self.archived[self.edge.size] != self.edge.root():
+            report.differences.append(f"root at checkpoint size {self.edge.size} differs")
+        return line
+
+
+async def _candidates(rt: Runtime) -> AsyncIterator[bytes]:
+    """Every value on the writer topic, up to its current end, in batches."""
     topic = rt.settings.topic(TOPIC_INDEX_CANDIDATES)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=rt.settings.kafka_bootstrap,
         enable_auto_commit=False,
         isolation_level="read_committed",
         group_id=None,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
     )
     try:
         await consumer.start()
@@ -174,52 +369,11 @@ async def _replay_topic(rt: Runtime, trusted: TrustedKeys, rebuilt: Ledger, repo
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
         while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000)
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
             for record in batch.get(tp, []):
-                report.candidates += 1
-                try:
-                    c = parse_candidate(record.value)
-                    if rebuilt.row_for(c.body.lakefs_commit) is None:
-                        await verify_candidate(rt, c, trusted)
-                    result = rebuilt.apply(c, _replay_clock(c.body.created_at))
-                except IntegrityError:
-                    report.rejected += 1
-                    continue
-                if not isinstance(result, Appended):
-                    report.duplicates += 1
+                if record.value is not None:
+                    yield record.value
     except KafkaError as e:
         raise TransientError(f"replay: Kafka: {type(e).__name__}") from e
     finally:
         await consumer.stop()
-
-
-def _write_rebuilt(scratch: Path, rebuilt: Ledger) -> None:
-    scratch.mkdir(parents=True, exist_ok=True)
-    (scratch / "rollback-index.jsonl").write_bytes(rebuilt.to_jsonl())
-    (scratch / "rollback-index.parquet").write_bytes(to_parquet(rebuilt.rows))
-
-
-async def _compare(rt: Runtime, trusted: TrustedKeys, rebuilt: Ledger, report: ReplayReport) -> None:
-    """Record in ``report`` every way ``rebuilt`` differs from the canonical ledger."""
-    try:
-        canonical = await load_ledger(rt.bucket)
-    except VerificationError as e:
-        report.differences.append(f"canonical ledger does not verify: {e}")
-        canonical = Ledger()
-    report.root = rebuilt.root().hex()
-    if canonical.size != rebuilt.size:
-        report.differences.append(f"canonical ledger has {canonical.size} rows, replay has {rebuilt.size}")
-    for a, b in zip(canonical.rows, rebuilt.rows, strict=False):
-        if row_to_line(a) != row_to_line(b):
-            report.differences.append(f"row seq {a.seq} differs (commit {a.lakefs_commit} vs {b.lakefs_commit})")
-            break
-    origin = checkpoint_origin(rt.settings.checkpoint_name, rt.bucket.name)
-    for cp in await load_checkpoints(rt.bucket, rt.settings.checkpoint_name, trusted, origin):
-        if cp.size <= rebuilt.size and rebuilt.root_at(cp.size) != cp.root:
-            report.differences.append(f"root at checkpoint size {cp.size} differs")
-
-
-def _replay_clock(created_at: str) -> datetime:
-    # The writer's clock only bounds how far in the future created_at may be;
-    # replay happens later, so the row's own time is the right bound.
-    return parse_utc(created_at)

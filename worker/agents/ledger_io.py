@@ -1,31 +1,276 @@
-"""Reading the stored ledger: one place every reader goes through.
+"""Reading the stored ledger: every reader goes through here.
 
-(Transitional: reads the single JSONL file; the tiled layout replaces the
-internals without changing this interface.)
+Every read costs O(log n) or O(page) objects, never the whole ledger: a row
+is found through its commit's immutable row object
+(``ledger/commits/<commit>``), proved against the signed checkpoint with the
+tiles the proof needs, and ranges of rows are read from entry bundles,
+several bundles in flight at a time. Objects are published before the
+checkpoint that covers them, so everything the public checkpoint covers is
+there to read (docs/ledger.md).
 """
 
 from __future__ import annotations
 
-from worker._internal.s3 import Bucket
-from worker.ledger.row import LedgerRow
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["LedgerReader"]
+from worker._internal.s3 import Bucket, NotFound
+from worker.constants import (
+    CHECKPOINTS_PREFIX,
+    INDEX_JSONL_KEY,
+    LEDGER_CHECKPOINT_KEY,
+    LEDGER_COMMITS_PREFIX,
+    LEDGER_HEAD_KEY,
+)
+from worker.errors import IntegrityError, VerificationError
+from worker.keys import TrustedKeys
+from worker.ledger import merkle
+from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_and_verify
+from worker.ledger.row import MAX_LINE_BYTES, LedgerRow, parse_line
+from worker.ledger.tiles import (
+    TILE_WIDTH,
+    Tile,
+    entries_key,
+    inclusion_proof,
+    tiles_needed,
+)
+
+__all__ = [
+    "LedgerReader",
+    "checkpoint_key",
+    "checkpoint_origin",
+    "commit_key",
+    "export_jsonl",
+    "verify_note",
+]
+
+_BUNDLE_MAX = TILE_WIDTH * (MAX_LINE_BYTES + 1)
+_IN_FLIGHT = 8
+
+
+def checkpoint_origin(checkpoint_name: str, bucket: str) -> str:
+    """The log's identity in its checkpoints: one origin per registry bucket."""
+    return f"{checkpoint_name}/{bucket}"
+
+
+def checkpoint_key(size: int) -> str:
+    """Where the checkpoint of one tree size is archived (zero-padded: listings sort by size)."""
+    return f"{CHECKPOINTS_PREFIX}{size:012d}.note"
+
+
+def commit_key(commit: str) -> str:
+    """The immutable object holding a commit's row (its ledger line)."""
+    return f"{LEDGER_COMMITS_PREFIX}{commit}"
+
+
+def verify_note(note: bytes, name: str, trusted: TrustedKeys, origin: str) -> Checkpoint:
+    """A checkpoint note verified by any trusted key.
+
+    Raises:
+        VerificationError: no trusted key verifies it, or another origin.
+    """
+    errors: list[str] = []
+    for pub in trusted.values():
+        try:
+            return parse_and_verify(note, name, pub, origin)
+        except VerificationError as e:
+            errors.append(str(e))
+    raise VerificationError(f"checkpoint is not signed by a trusted key ({'; '.join(errors)[:300]})")
 
 
 class LedgerReader:
-    """Read-only access to the ledger in a registry bucket."""
+    """Read-only access to the ledger in a registry bucket.
 
-    def __init__(self, bucket: Bucket) -> None:
+    Args:
+        bucket: the registry bucket.
+        trusted: keys that may sign checkpoints (needed for checkpoints and proofs).
+        checkpoint_name: the signing key's name in checkpoints (``KFM_CHECKPOINT_NAME``).
+    """
+
+    def __init__(
+        self, bucket: Bucket, trusted: TrustedKeys | None = None, checkpoint_name: str = ""
+    ) -> None:
         self.bucket = bucket
+        self.trusted = trusted
+        self.checkpoint_name = checkpoint_name
+        self.origin = checkpoint_origin(checkpoint_name, bucket.name)
+        self._layout_checked = False
 
     async def row_for(self, commit: str) -> LedgerRow | None:
-        """The row of a lakeFS commit, or None if it has none."""
-        from worker.agents.auditing import load_ledger
+        """The row of a lakeFS commit, or None if it has none.
 
-        return (await load_ledger(self.bucket)).row_for(commit)
+        Raises:
+            VerificationError: the stored row object is malformed or names
+                another commit.
+        """
+        try:
+            line, _ = await self.bucket.get(commit_key(commit), MAX_LINE_BYTES)
+        except NotFound:
+            await self._refuse_legacy()
+            return None
+        row = parse_line(line.rstrip(b"\n"), 1)
+        if row.lakefs_commit != commit:
+            raise VerificationError(f"{commit_key(commit)} holds the row of commit {row.lakefs_commit}")
+        return row
+
+    async def note(self) -> bytes | None:
+        """The latest public checkpoint's bytes, or None for an empty ledger."""
+        try:
+            note, _ = await self.bucket.get(LEDGER_CHECKPOINT_KEY, MAX_NOTE_BYTES)
+        except NotFound:
+            await self._refuse_legacy()
+            return None
+        return note
+
+    async def checkpoint(self) -> tuple[Checkpoint, bytes]:
+        """The latest checkpoint, verified; an empty ledger has size 0.
+
+        Raises:
+            VerificationError: not signed by a trusted key.
+        """
+        note = await self.note()
+        if note is None:
+            return Checkpoint(origin=self.origin, size=0, root=merkle.EMPTY_ROOT), b""
+        return verify_note(note, self.checkpoint_name, self._trusted(), self.origin), note
 
     async def size(self) -> int:
         """Rows covered by the latest published checkpoint."""
-        from worker.agents.auditing import load_ledger
+        return (await self.checkpoint())[0].size
 
-        return (await load_ledger(self.bucket)).size
+    async def tiles(self, needed: Iterable[Tile]) -> dict[Tile, bytes]:
+        """Fetch tiles concurrently."""
+        wanted = sorted(set(needed))
+        sem = asyncio.Semaphore(_IN_FLIGHT)
+
+        async def one(tile: Tile) -> bytes:
+            async with sem:
+                try:
+                    return (await self.bucket.get(tile.key, TILE_WIDTH * merkle.HASH_SIZE))[0]
+                except NotFound as e:
+                    raise VerificationError(f"tile {tile.key} is missing") from e
+
+        return dict(zip(wanted, await asyncio.gather(*(one(t) for t in wanted)), strict=True))
+
+    async def bundle(self, index: int, width: int) -> bytes:
+        """One entry bundle's JSONL bytes.
+
+        Raises:
+            VerificationError: missing.
+        """
+        try:
+            return (await self.bucket.get(entries_key(index, width), _BUNDLE_MAX))[0]
+        except NotFound as e:
+            raise VerificationError(f"entry bundle {entries_key(index, width)} is missing") from e
+
+    async def bundles(self, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entry bundles covering rows ``[start, end)`` of a tree of ``end`` rows,
+        in order, as (seq of the bundle's first row, bytes); several in flight."""
+        first, last = start // TILE_WIDTH, (end - 1) // TILE_WIDTH if end else -1
+        pending: list[tuple[int, asyncio.Task[bytes]]] = []
+        index = first
+        try:
+            while index <= last or pending:
+                while index <= last and len(pending) < _IN_FLIGHT:
+                    width = min(TILE_WIDTH, end - index * TILE_WIDTH)
+                    pending.append((index, asyncio.ensure_future(self.bundle(index, width))))
+                    index += 1
+                done, task = pending.pop(0)
+                yield done * TILE_WIDTH, await task
+        finally:
+            for _, task in pending:
+                task.cancel()
+
+    async def lines(self, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
+        """Rows ``[start, end)`` as (seq, line without newline)."""
+        async for first, data in self.bundles(start, end):
+            for offset, line in enumerate(data.split(b"\n")[:-1]):
+                seq = first + offset
+                if start <= seq < end:
+                    yield seq, line
+
+    async def prove(self, commit: str) -> dict[str, Any]:
+        """An inclusion proof of the commit's row against the latest signed checkpoint,
+        checked before it is returned.
+
+        Raises:
+            IntegrityError: the commit has no row, or its row is not yet covered
+                by a signed checkpoint.
+            VerificationError: the proof does not verify.
+        """
+        row = await self.row_for(commit)
+        if row is None:
+            raise IntegrityError(f"no ledger row for commit {commit}")
+        cp, note = await self.checkpoint()
+        if row.seq >= cp.size:
+            raise IntegrityError(
+                f"row seq {row.seq} of commit {commit} is not yet covered by a signed checkpoint "
+                f"(size {cp.size}); retry in a moment"
+            )
+        line, _ = await self.bucket.get(commit_key(commit), MAX_LINE_BYTES)
+        leaf = line.rstrip(b"\n")
+        needed = tiles_needed(lambda src: inclusion_proof(row.seq, cp.size, src))
+        fetched = await self.tiles(needed)
+        proof = inclusion_proof(row.seq, cp.size, fetched.__getitem__)
+        merkle.verify_inclusion(leaf, row.seq, cp.size, proof, cp.root)
+        return {
+            "lakefs_commit": commit,
+            "seq": row.seq,
+            "row_hash": row.hash,
+            "leaf_index": row.seq,
+            "tree_size": cp.size,
+            "root": cp.root.hex(),
+            "inclusion_proof": [h.hex() for h in proof],
+            "checkpoint": note.decode("utf-8"),
+        }
+
+    async def tail(self, limit: int) -> list[LedgerRow]:
+        """The newest ``limit`` rows covered by the checkpoint, oldest first."""
+        cp, _ = await self.checkpoint()
+        start = max(0, cp.size - limit)
+        return [parse_line(line, seq + 1) async for seq, line in self.lines(start, cp.size)]
+
+    def _trusted(self) -> TrustedKeys:
+        if self.trusted is None:
+            raise IntegrityError("no trusted keys given: set KFM_TRUSTED_KEYS_DIR or pass --key")
+        return self.trusted
+
+    async def _refuse_legacy(self) -> None:
+        """A bucket in the single-file layout must be migrated before it is read."""
+        if self._layout_checked:
+            return
+        self._layout_checked = True
+        if await self.bucket.head(LEDGER_CHECKPOINT_KEY) is None and await self.bucket.head(
+            INDEX_JSONL_KEY
+        ) is not None and await self.bucket.head(LEDGER_HEAD_KEY) is None:
+            raise IntegrityError(
+                "the ledger is in the single-file layout of earlier versions: run "
+                "`kfm ledger migrate` (the worker also migrates it when it starts)"
+            )
+
+
+async def export_jsonl(reader: LedgerReader, out: Path | None) -> int:
+    """Write the ledger up to its latest checkpoint as one JSONL file.
+
+    To ``out``, or (``None``) to the spec's ``index/rollback-index.jsonl`` in
+    the bucket, streamed through a temporary file: constant memory. The file
+    is the concatenation of the entry bundles, so it is byte-identical to the
+    single-file ledger of earlier versions at the same size. Returns the rows.
+    """
+    cp, _ = await reader.checkpoint()
+    target = out or Path(tempfile.mkdtemp(prefix="kfm-export-")) / "rollback-index.jsonl"
+    handle = await asyncio.to_thread(target.open, "wb")
+    try:
+        async for _, data in reader.bundles(0, cp.size):
+            await asyncio.to_thread(handle.write, data)
+    finally:
+        await asyncio.to_thread(handle.close)
+    if out is None:
+        try:
+            await reader.bucket.upload_file(INDEX_JSONL_KEY, target, overwrite=True)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, target.parent, True)
+    return cp.size

@@ -1,26 +1,32 @@
-"""The ledger writer: the only process that appends to the registry's index.
+"""The ledger writer: the only process that appends to the registry's ledger.
 
 It consumes the single-partition writer topic in order, so appends are totally
-ordered. Storage order makes every crash safe (spec section 7: append-only,
-no mutation):
+ordered. An append costs the same at any ledger size (docs/ledger.md):
 
-1. ``index/rollback-index.jsonl`` is rewritten with ``If-Match`` on the ETag we
-   read: this is the commit point, and a concurrent writer loses the
-   precondition instead of overwriting.
-2. Derived files follow: the Parquet mirror, one YAML sidecar per new row, and
-   a signed checkpoint for the new tree size.
+1. look up the batch's commits in their row objects (one read per commit, not
+   the ledger), verify the new candidates, link the new rows to the tip;
+2. replace ``ledger/head`` with ``If-Match`` on the ETag read: the commit
+   point (a concurrent writer loses the precondition instead of overwriting);
+3. publish what the head implies, every object immutable (``If-None-Match``):
+   entry bundles, tiles, one row object and one sidecar per commit, the
+   Parquet file of each bundle touched, the archived checkpoint; then the
+   public ``ledger/checkpoint``, last, so readers never see a checkpoint
+   whose objects are missing.
 
-A crash between 1 and 2 leaves a complete row without its mirrors;
-:meth:`LedgerStore.reconcile`, run on every start, derives what is missing.
-A crash before 1 leaves no row, and the candidate is redelivered.
+A crash before 2 leaves no row (the candidate is redelivered); a crash after
+2 leaves a head whose objects may be missing, and the next start publishes
+them before taking new work (``ledger.finished_after_crash``). The
+redelivered candidate is then a same-digest duplicate. Tested by killing the
+worker exactly there (``KFM_FAULT_INJECT=ledger.after_head``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import json
 import os
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,24 +36,35 @@ from opentelemetry import trace
 
 from worker._internal.s3 import AlreadyExists, Bucket, NotFound
 from worker.agents.governance import emit_raw
+from worker.agents.ledger_io import checkpoint_key, checkpoint_origin, commit_key, verify_note
 from worker.agents.runtime import Runtime
 from worker.bundle.attest import verify_envelope
-from worker.constants import CHECKPOINTS_PREFIX, INDEX_JSONL_KEY, INDEX_PARQUET_KEY, META_PREFIX
+from worker.constants import (
+    CHECKPOINTS_PREFIX,
+    INDEX_JSONL_KEY,
+    INDEX_PARQUET_KEY,
+    INDEX_PARQUET_PREFIX,
+    LEDGER_CHECKPOINT_KEY,
+    LEDGER_HEAD_KEY,
+    META_PREFIX,
+)
 from worker.errors import IntegrityError, VerificationError
 from worker.keys import TrustedKeys
-from worker.ledger.checkpoint import Checkpoint, parse_and_verify, sign_checkpoint
+from worker.ledger.chain import LineChecker, verify_jsonl
+from worker.ledger.checkpoint import MAX_NOTE_BYTES, sign_checkpoint
+from worker.ledger.head import MAX_HEAD_BYTES, Head
 from worker.ledger.mirror import sidecar_yaml, to_parquet
-from worker.ledger.row import IndexCandidate, LedgerRow, parse_candidate
-from worker.ledger.state import Appended, Duplicate, Ledger
+from worker.ledger.row import MAX_LINE_BYTES, IndexCandidate, LedgerRow, leaf_bytes, parse_candidate, parse_line
+from worker.ledger.state import Appended, Appender, BatchObjects, Duplicate, Tip, extend
+from worker.ledger.tiles import TILE_WIDTH, Tile, edge_from_tiles, entries_key, tiles_for_size
 
 __all__ = [
-    "LATEST_CHECKPOINT",
     "LedgerStore",
     "Outcome",
     "checkpoint_key",
     "checkpoint_origin",
     "fault_point",
-    "load_checkpoints",
+    "parquet_key",
     "record_batch",
     "verify_candidate",
 ]
@@ -55,18 +72,13 @@ __all__ = [
 log = structlog.get_logger("kfm.ledger")
 tracer = trace.get_tracer("kfm.ledger")
 
-_MAX_INDEX_BYTES = 1 << 31
-LATEST_CHECKPOINT = f"{CHECKPOINTS_PREFIX}latest.note"
+_LEGACY_MAX = 1 << 31
+_PUT_IN_FLIGHT = 16
 
 
-def checkpoint_origin(checkpoint_name: str, bucket: str) -> str:
-    """The log's identity in its checkpoints: one origin per registry bucket."""
-    return f"{checkpoint_name}/{bucket}"
-
-
-def checkpoint_key(size: int) -> str:
-    # Zero-padded so a listing is in size order.
-    return f"{CHECKPOINTS_PREFIX}{size:012d}.note"
+def parquet_key(bundle_index: int) -> str:
+    """The Parquet mirror's file for one entry bundle (256 rows)."""
+    return f"{INDEX_PARQUET_PREFIX}part-{bundle_index:09d}.parquet"
 
 
 def fault_point(name: str) -> None:
@@ -85,77 +97,239 @@ class Outcome:
     same_digest: bool = True
 
 
-class LedgerStore:
-    """The ledger as stored in the registry bucket, with its ETag."""
+async def put_once(bucket: Bucket, key: str, data: bytes) -> bool:
+    """Write an immutable object; True if this call wrote it.
 
-    def __init__(self, bucket: Bucket, ledger: Ledger, etag: str | None, origin: str):
+    An object already there with the same bytes is fine (a retry); other
+    bytes mean storage and ledger disagree, which is never papered over.
+
+    Raises:
+        IntegrityError: the key holds different bytes.
+    """
+    try:
+        await bucket.put(key, data, if_none_match=True)
+        return True
+    except AlreadyExists:
+        stored, _ = await bucket.get(key, max(len(data), 1) * 2 + 1024)
+        if stored != data:
+            raise IntegrityError(f"{key} is already stored with other bytes than the ledger derives") from None
+        return False
+
+
+async def _gather_limited(jobs: Iterable[Awaitable[bool]]) -> list[bool]:
+    sem = asyncio.Semaphore(_PUT_IN_FLIGHT)
+
+    async def one(job: Awaitable[bool]) -> bool:
+        async with sem:
+            return await job
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+
+class LedgerStore:
+    """The writer's view of the stored ledger: the tip and the head's ETag.
+
+    Memory is the tip (at most 255 open rows and 255 hashes per tree level),
+    whatever the ledger's size.
+    """
+
+    def __init__(
+        self, bucket: Bucket, origin: str, key: Ed25519PrivateKey, key_name: str,
+        *, tip: Tip, etag: str | None,
+    ) -> None:
         self.bucket = bucket
-        self.ledger = ledger
-        self.etag = etag
         self.origin = origin
-        # What this process already derived (None: not yet compared with the bucket).
-        self._sidecars: set[str] | None = None
-        self._parquet_size: int | None = None
-        self._parquet_rows = -1
-        self._checkpointed = -1
+        self.key = key
+        self.key_name = key_name
+        self.tip = tip
+        self.etag = etag
 
     @classmethod
-    async def load(cls, bucket: Bucket, origin: str) -> LedgerStore:
-        """Read and verify the JSONL (fail closed: a broken chain stops the writer)."""
-        try:
-            data, etag = await bucket.get(INDEX_JSONL_KEY, _MAX_INDEX_BYTES)
-        except NotFound:
-            return cls(bucket, Ledger(), None, origin)
-        return cls(bucket, Ledger.from_jsonl(data), etag, origin)
+    async def open(
+        cls, bucket: Bucket, origin: str, key: Ed25519PrivateKey, key_name: str, trusted: TrustedKeys,
+    ) -> tuple[LedgerStore, str]:
+        """Load the tip and finish whatever the last head left unpublished.
 
-    async def commit_rows(self) -> None:
-        """Step 1: write the whole JSONL conditionally (the commit point)."""
-        data = self.ledger.to_jsonl()
-        if self.etag is None:
-            self.etag = await self.bucket.put(INDEX_JSONL_KEY, data, if_none_match=True)
-        else:
-            self.etag = await self.bucket.put(INDEX_JSONL_KEY, data, if_match=self.etag)
+        Returns the store and how it was found: ``empty`` (a new registry),
+        ``clean``, ``finished_after_crash`` (objects of the last head were
+        missing and are now written) or ``migrated`` (from the single-file layout).
 
-    async def reconcile(self, key: Ed25519PrivateKey, key_name: str) -> list[str]:
-        """Step 2, idempotent: derive whatever the JSONL has that the mirrors lack.
-
-        The first call (at start) compares with what is stored; later calls
-        know what they derived themselves and only add what is new, so a batch
-        costs one Parquet write, its new sidecars and one checkpoint, not a
-        listing of the whole bucket.
+        Raises:
+            VerificationError: the stored head or tip does not verify (fail closed).
         """
-        done: list[str] = []
-        rows = self.ledger.rows
-        parquet = await asyncio.to_thread(to_parquet, rows)
-        if self._parquet_size is None:
-            head = await self.bucket.head(INDEX_PARQUET_KEY)
-            current = None
-            if head is not None and head.size == len(parquet):
-                current, _ = await self.bucket.get(INDEX_PARQUET_KEY, _MAX_INDEX_BYTES)
-            stale = current != parquet
+        state = "clean"
+        try:
+            data, etag = await bucket.get(LEDGER_HEAD_KEY, MAX_HEAD_BYTES)
+        except NotFound:
+            if await bucket.head(INDEX_JSONL_KEY) is None:
+                return cls(bucket, origin, key, key_name, tip=Tip(), etag=None), "empty"
+            if not await migrate_legacy(bucket, origin, key, key_name):
+                return cls(bucket, origin, key, key_name, tip=Tip(), etag=None), "empty"
+            data, etag = await bucket.get(LEDGER_HEAD_KEY, MAX_HEAD_BYTES)
+            state = "migrated"
+        head = Head.from_bytes(data)
+        base = await load_tip(bucket, head.start)
+        tip, objects, rows = _replay_head(base, head)
+        cp = verify_note(head.note, key_name, trusted, origin)
+        if cp.size != tip.size or cp.root != tip.root():
+            raise VerificationError(
+                f"ledger head: its checkpoint (size {cp.size}) does not match the tree its rows make"
+            )
+        store = cls(bucket, origin, key, key_name, tip=tip, etag=etag)
+        wrote = await store.publish(head, objects, rows)
+        if wrote and state == "clean":
+            state = "finished_after_crash"
+        return store, state
+
+    async def commit(self, appender: Appender) -> Head:
+        """Steps 2 and 3: the head with ``If-Match``, then everything it implies.
+
+        Raises:
+            PreconditionFailed: another writer moved the head; reload and retry.
+        """
+        tip, objects = appender.finish()
+        note = sign_checkpoint(self.origin, tip.size, tip.root(), self.key_name, self.key)
+        head = Head(start=self.tip.size, lines=tuple(appender.lines), note=note)
+        if self.etag is None:
+            self.etag = await self.bucket.put(LEDGER_HEAD_KEY, head.to_bytes(), if_none_match=True)
         else:
-            stale = self._parquet_rows != len(rows)
-        if stale:
-            await self.bucket.put(INDEX_PARQUET_KEY, parquet)
-            done.append(INDEX_PARQUET_KEY)
-        self._parquet_size, self._parquet_rows = len(parquet), len(rows)
-        if self._sidecars is None:
-            self._sidecars = set(await self.bucket.list_keys(META_PREFIX))
-        for row in rows:
-            k = f"{META_PREFIX}{row.lakefs_commit}.yaml"
-            if k not in self._sidecars:
-                with contextlib.suppress(AlreadyExists):
-                    await self.bucket.put(k, sidecar_yaml(row, self.bucket.name), if_none_match=True)
-                self._sidecars.add(k)
-                done.append(k)
-        size = self.ledger.size
-        if size and size != self._checkpointed and await self.bucket.head(checkpoint_key(size)) is None:
-            note = sign_checkpoint(self.origin, size, self.ledger.root(), key_name, key)
-            await self.bucket.put(checkpoint_key(size), note, if_none_match=True)
-            await self.bucket.put(LATEST_CHECKPOINT, note)
-            done.append(checkpoint_key(size))
-        self._checkpointed = size
-        return done
+            self.etag = await self.bucket.put(LEDGER_HEAD_KEY, head.to_bytes(), if_match=self.etag)
+        self.tip = tip
+        fault_point("ledger.after_head")
+        await self.publish(head, objects, appender.rows)
+        return head
+
+    async def publish(self, head: Head, objects: BatchObjects, rows: list[LedgerRow]) -> bool:
+        """Write every object ``head`` implies (idempotent); True if any was missing."""
+        jobs: list[Awaitable[bool]] = []
+        for index, width, data in objects.bundles:
+            jobs.append(put_once(self.bucket, entries_key(index, width), data))
+        for tile, data in objects.tiles:
+            jobs.append(put_once(self.bucket, tile.key, data))
+        for row, line in zip(rows, head.lines, strict=True):
+            jobs.append(put_once(self.bucket, commit_key(row.lakefs_commit), line + b"\n"))
+            jobs.append(put_once(self.bucket, f"{META_PREFIX}{row.lakefs_commit}.yaml",
+                                 sidecar_yaml(row, self.bucket.name)))
+        if head.size:
+            jobs.append(put_once(self.bucket, checkpoint_key(head.size), head.note))
+        wrote = any(await _gather_limited(jobs))
+        await self._mirror(objects)
+        wrote = await self._publish_checkpoint(head) or wrote
+        return wrote
+
+    async def _mirror(self, objects: BatchObjects) -> None:
+        """The Parquet file of each bundle this batch touched (the last one is
+        rewritten until its bundle is full: at most 256 rows)."""
+        for index, _, data in objects.bundles:
+            rows = [parse_line(line, index * TILE_WIDTH + i + 1) for i, line in enumerate(data.split(b"\n")[:-1])]
+            parquet = await asyncio.to_thread(to_parquet, rows, start=index * TILE_WIDTH)
+            await self.bucket.put(parquet_key(index), parquet)
+
+    async def _publish_checkpoint(self, head: Head) -> bool:
+        """Move ``ledger/checkpoint`` forward to the head's, never backward."""
+        try:
+            current, etag = await self.bucket.get(LEDGER_CHECKPOINT_KEY, MAX_NOTE_BYTES)
+        except NotFound:
+            current, etag = b"", None
+        if current == head.note or _note_size(current) > head.size:
+            return False
+        if etag is None:
+            try:
+                await self.bucket.put(LEDGER_CHECKPOINT_KEY, head.note, if_none_match=True)
+            except AlreadyExists:
+                return await self._publish_checkpoint(head)
+        else:
+            await self.bucket.put(LEDGER_CHECKPOINT_KEY, head.note, if_match=etag)
+        return True
+
+
+def _note_size(note: bytes) -> int:
+    """The size line of one of our own notes (only to order them; -1 if unreadable)."""
+    parts = note.split(b"\n", 2)
+    try:
+        return int(parts[1]) if len(parts) > 2 else -1
+    except ValueError:
+        return -1
+
+
+async def load_tip(bucket: Bucket, size: int) -> Tip:
+    """The tip at ``size`` from its published objects: partial tiles, the open bundle
+    and the last row. O(log n + 256) bytes, whatever the ledger's size.
+
+    Raises:
+        VerificationError: an object is missing or malformed.
+    """
+    if size == 0:
+        return Tip()
+    fetched: dict[Tile, bytes] = {}
+    for tile in tiles_for_size(size):
+        try:
+            fetched[tile] = (await bucket.get(tile.key, TILE_WIDTH * 32))[0]
+        except NotFound as e:
+            raise VerificationError(f"ledger tile {tile.key} is missing for size {size}") from e
+    edge = edge_from_tiles(size, fetched.__getitem__)
+    width = size % TILE_WIDTH
+    index = size // TILE_WIDTH if width else size // TILE_WIDTH - 1
+    key = entries_key(index, width or TILE_WIDTH)
+    try:
+        data = (await bucket.get(key, TILE_WIDTH * (MAX_LINE_BYTES + 1)))[0]
+    except NotFound as e:
+        raise VerificationError(f"ledger entry bundle {key} is missing for size {size}") from e
+    lines = data.split(b"\n")[:-1]
+    if len(lines) != (width or TILE_WIDTH):
+        raise VerificationError(f"ledger entry bundle {key} has {len(lines)} rows")
+    tail = parse_line(lines[-1], size)
+    if tail.seq != size - 1:
+        raise VerificationError(f"ledger entry bundle {key}: last row has seq {tail.seq}, expected {size - 1}")
+    return Tip(size=size, tail=tail, edge=edge, open_lines=tuple(lines) if width else ())
+
+
+def _replay_head(base: Tip, head: Head) -> tuple[Tip, BatchObjects, list[LedgerRow]]:
+    """Re-link the head's rows onto the tip before it (they must continue its chain)."""
+    prev = leaf_bytes(base.tail) if base.tail else None
+    checker = LineChecker(seq=base.size, prev=_sha(prev) if prev is not None else "0" * 64)
+    rows = [checker.check(line) for line in head.lines]
+    tip, objects = extend(base, head.lines, rows[-1] if rows else base.tail)
+    return tip, objects, rows
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def migrate_legacy(bucket: Bucket, origin: str, key: Ed25519PrivateKey, key_name: str) -> int:
+    """Convert a single-file ledger (``index/rollback-index.jsonl``) to the tiled layout.
+
+    Row bytes are kept exactly, so every root, and every checkpoint signed
+    before, stays valid. Reads the old file once (O(n), one time only); the
+    file itself is left in place as the JSONL view at that size. Returns the
+    number of rows.
+
+    Raises:
+        VerificationError: the old file does not verify (nothing is written).
+    """
+    data, _ = await bucket.get(INDEX_JSONL_KEY, _LEGACY_MAX)
+    rows = await asyncio.to_thread(verify_jsonl, data)
+    if not rows:
+        return 0
+    lines = tuple(line for line in data.split(b"\n")[:-1])
+    tip, objects = extend(Tip(), lines, rows[-1] if rows else None)
+    note = sign_checkpoint(origin, tip.size, tip.root(), key_name, key) if rows else b""
+    head = Head(start=0, lines=lines, note=note)
+    store = LedgerStore(bucket, origin, key, key_name, tip=tip, etag=None)
+    archived = checkpoint_key(tip.size)
+    if rows and await bucket.head(archived) is not None:
+        # An old checkpoint of this size is kept as it is (it may be signed by an older key).
+        head = Head(start=0, lines=lines, note=(await bucket.get(archived, MAX_NOTE_BYTES))[0])
+    await store.publish(head, objects, rows)
+    # The head holds no rows after a migration: the tip is read back from the tiles.
+    await bucket.put(LEDGER_HEAD_KEY, Head(start=tip.size, lines=(), note=head.note).to_bytes(),
+                     if_none_match=True)
+    for stale in (f"{CHECKPOINTS_PREFIX}latest.note", INDEX_PARQUET_KEY):
+        if await bucket.head(stale) is not None:
+            await bucket.delete(stale)
+    log.warning("ledger.migrated", rows=tip.size, root=tip.root().hex())
+    return tip.size
 
 
 async def verify_candidate(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys) -> None:
@@ -178,48 +352,88 @@ async def verify_candidate(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys)
         raise VerificationError("bundle object missing")
 
 
+async def _recorded_rows(bucket: Bucket, commits: Iterable[str]) -> dict[str, LedgerRow]:
+    """The rows already recorded for ``commits``: one read per commit, concurrently."""
+
+    async def one(commit: str) -> tuple[str, LedgerRow | None]:
+        try:
+            line, _ = await bucket.get(commit_key(commit), MAX_LINE_BYTES)
+        except NotFound:
+            return commit, None
+        return commit, parse_line(line.rstrip(b"\n"), 1)
+
+    found = await asyncio.gather(*(one(c) for c in set(commits)))
+    return {c: row for c, row in found if row is not None}
+
+
+async def _checked(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys) -> IntegrityError | None:
+    try:
+        await verify_candidate(rt, c, trusted)
+    except IntegrityError as e:
+        return e
+    return None
+
+
 async def record_batch(
     rt: Runtime, store: LedgerStore, values: list[bytes], trusted: TrustedKeys,
-    key: Ed25519PrivateKey,
 ) -> list[Outcome]:
-    """Apply a batch of candidates, commit once, then derive mirrors and a checkpoint."""
-    outcomes: list[Outcome] = []
+    """Apply a batch of candidates, commit once, then publish what the commit implies."""
     now = datetime.now(UTC)
     with tracer.start_as_current_span("ledger.batch") as span:
         span.set_attribute("kfm.candidates", len(values))
+        parsed: list[IndexCandidate | IntegrityError] = []
         for value in values:
             try:
-                c = parse_candidate(value, max_bytes=rt.settings.limits.message_max_bytes)
-                existing = store.ledger.row_for(c.body.lakefs_commit)
-                if existing is None:
-                    await verify_candidate(rt, c, trusted)
-                result = store.ledger.apply(c, now)
+                parsed.append(parse_candidate(value, max_bytes=rt.settings.limits.message_max_bytes))
             except IntegrityError as e:
-                commit = _commit_of(value)
-                outcomes.append(Outcome("rejected", commit, reason=str(e)))
-                continue
-            if isinstance(result, Appended):
-                outcomes.append(Outcome("recorded", result.row.lakefs_commit, row=result.row))
-            elif isinstance(result, Duplicate):
-                outcomes.append(
-                    Outcome("duplicate", c.body.lakefs_commit, row=result.existing_row,
-                            same_digest=result.same_digest,
-                            reason="" if result.same_digest else
-                            f"DIGEST MISMATCH: recorded {result.existing_row.checksums.artifact_sha256}, "
-                            f"candidate {c.bundle_sha256}")
-                )
-        if any(o.kind == "recorded" for o in outcomes):
+                parsed.append(e)
+        candidates = [c for c in parsed if isinstance(c, IndexCandidate)]
+        recorded = await _recorded_rows(store.bucket, (c.body.lakefs_commit for c in candidates))
+        checks = await asyncio.gather(*(
+            _checked(rt, p, trusted) if isinstance(p, IndexCandidate) and p.body.lakefs_commit not in recorded
+            else _no_check() for p in parsed
+        ))
+        appender = Appender(store.tip, recorded)
+        outcomes = [_apply(appender, p, value, err, now) for p, value, err in zip(parsed, values, checks, strict=True)]
+        if appender.rows:
             # PreconditionFailed propagates: another writer won; the caller reloads and retries.
-            await store.commit_rows()
-            fault_point("ledger.after_jsonl")
-        await store.reconcile(key, rt.settings.checkpoint_name)
+            await store.commit(appender)
     for o in outcomes:
         await _report(rt, o)
-    if any(o.kind == "recorded" for o in outcomes):
-        size = store.ledger.size
-        await emit_raw(rt, "checkpoint.signed", "", "", size=size, root=store.ledger.root().hex(),
-                       note_uri=store.bucket.uri(checkpoint_key(size)))
+    if appender.rows:
+        await emit_raw(rt, "checkpoint.signed", "", "", size=store.tip.size, root=store.tip.root().hex(),
+                       note_uri=store.bucket.uri(LEDGER_CHECKPOINT_KEY))
     return outcomes
+
+
+async def _no_check() -> IntegrityError | None:
+    return None
+
+
+def _apply(
+    appender: Appender, parsed: IndexCandidate | IntegrityError, value: bytes,
+    failed: IntegrityError | None, now: datetime,
+) -> Outcome:
+    if isinstance(parsed, IntegrityError):
+        return Outcome("rejected", _commit_of(value), reason=str(parsed))
+    c = parsed
+    commit = c.body.lakefs_commit
+    # A candidate that failed verification is rejected, unless its commit already
+    # has a row (then it is reported as a duplicate, as it always was).
+    if failed is not None and appender.row_for(commit) is None:
+        return Outcome("rejected", commit, reason=str(failed))
+    try:
+        result = appender.apply(c, now)
+    except IntegrityError as e:
+        return Outcome("rejected", commit, reason=str(e))
+    if isinstance(result, Appended):
+        return Outcome("recorded", commit, row=result.row)
+    assert isinstance(result, Duplicate)
+    return Outcome(
+        "duplicate", commit, row=result.existing_row, same_digest=result.same_digest,
+        reason="" if result.same_digest else
+        f"DIGEST MISMATCH: recorded {result.existing_row.checksums.artifact_sha256}, candidate {c.bundle_sha256}",
+    )
 
 
 def _commit_of(value: bytes) -> str:
@@ -243,22 +457,3 @@ async def _report(rt: Runtime, o: Outcome) -> None:
     else:
         log.error("ledger.rejected", commit_id=o.commit, reason=o.reason)
         await emit_raw(rt, "bundle.rejected", repo, o.commit, reason=o.reason)
-
-
-async def load_checkpoints(bucket: Bucket, name: str, trusted: TrustedKeys, origin: str) -> list[Checkpoint]:
-    """Every stored checkpoint, verified (fail closed), in size order."""
-    out: list[Checkpoint] = []
-    for k in sorted(await bucket.list_keys(CHECKPOINTS_PREFIX)):
-        if k == LATEST_CHECKPOINT:
-            continue
-        note, _ = await bucket.get(k, 1 << 16)
-        errors = []
-        for pub in trusted.values():
-            try:
-                out.append(parse_and_verify(note, name, pub, origin))
-                break
-            except VerificationError as e:
-                errors.append(str(e))
-        else:
-            raise VerificationError(f"checkpoint {k}: no trusted key verifies it ({'; '.join(errors)[:300]})")
-    return out

@@ -38,8 +38,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from worker._internal.s3 import AlreadyExists, NotFound
-from worker.agents.auditing import load_ledger, prove
 from worker.agents.governance import emit_raw
+from worker.agents.ledger_io import LedgerReader
 from worker.agents.recording import fault_point
 from worker.agents.runtime import Runtime
 from worker.bundle.extract import extract_bundle
@@ -211,8 +211,8 @@ async def _finish(rt: Runtime, req: RollbackRequest, result: RollbackResult) -> 
 async def _verify(
     rt: Runtime, req: RollbackRequest, trusted: TrustedKeys, work: Path
 ) -> tuple[LedgerRow, dict[str, Path], list[Link]]:
-    ledger = await load_ledger(rt.bucket)  # the chain itself must verify
-    row = ledger.row_for(req.commit)
+    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name)
+    row = await reader.row_for(req.commit)
     if row is None:
         raise _Rejected(f"no ledger row for commit {req.commit}: it was never bundled")
     if row.lakefs_repo != req.lakefs_repo:
@@ -233,7 +233,7 @@ async def _verify(
     verified = await asyncio.to_thread(verify_bundle, bundle, envelope, trusted, limits, expected_commit=req.commit)
     if verified.sha256 != row.checksums.artifact_sha256:
         raise _Rejected("attestation subject does not match the ledger row")
-    await prove(rt, req.commit, trusted)  # inclusion proof against the signed checkpoint
+    await reader.prove(req.commit)  # inclusion proof against the signed checkpoint
     extracted = await asyncio.to_thread(
         extract_bundle, bundle, work / "x", limits, expected_sha256=row.checksums.artifact_sha256
     )

@@ -9,7 +9,12 @@ comparing against a signed checkpoint's size and root catches that.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from worker.canonical import canonical_bytes, sha256_hex
 from worker.errors import VerificationError
@@ -18,11 +23,13 @@ from worker.ledger.row import (
     LedgerRow,
     RowBody,
     compute_hash,
+    hash_matches,
     leaf_bytes,
     parse_jsonl,
+    parse_line,
 )
 
-__all__ = ["next_row", "verify_chain", "verify_jsonl"]
+__all__ = ["LineChecker", "next_row", "verify_chain", "verify_jsonl"]
 
 
 def next_row(prev_rows_tail: LedgerRow | None, body: RowBody) -> LedgerRow:
@@ -87,3 +94,65 @@ def verify_jsonl(data: bytes) -> list[LedgerRow]:
     rows = parse_jsonl(data)
     verify_chain(rows)
     return rows
+
+
+class LineChecker:
+    """The chain check of :func:`verify_chain`, one stored line at a time.
+
+    Why a streaming twin: a ledger of a million rows must verify in constant
+    memory, straight from its entry bundles. It checks the same things in the
+    same order (form, ``seq``, ``hash``, ``prev``) on the bytes as stored,
+    without re-encoding a row. The one-row-per-commit rule needs to remember
+    every commit: 16 bytes per row (an 8-byte commit prefix and the seq),
+    sorted once at the end by :meth:`duplicate_commits`; equal prefixes are
+    reported with both seqs for the caller to confirm on the full ids.
+
+    Args:
+        seq: the ``seq`` of the first line fed (to check a suffix of the ledger).
+        prev: that row's expected ``prev`` (the SHA-256 of the line before it).
+    """
+
+    def __init__(self, seq: int = 0, prev: str = GENESIS_PREV) -> None:
+        self.seq = seq
+        self.prev = prev
+        self._prefixes = array("Q")
+        self._seqs = array("Q")
+
+    def check(self, line: bytes) -> LedgerRow:
+        """Check the next line (without its newline) and return its row.
+
+        Raises:
+            VerificationError: naming the row by ``seq`` and line number.
+        """
+        number = self.seq + 1
+        row = parse_line(line, number)
+        where = f"ledger row seq={row.seq} (line {number})"
+        if row.seq != self.seq:
+            raise VerificationError(
+                f"{where}: expected seq {self.seq}; rows are missing, duplicated or out of order"
+            )
+        if not hash_matches(line, row):
+            raise VerificationError(f"{where}: hash mismatch; the row was modified")
+        if row.prev != self.prev:
+            raise VerificationError(f"{where}: prev mismatch; it does not follow the row before it")
+        self._prefixes.append(int(row.lakefs_commit[:16], 16))
+        self._seqs.append(row.seq)
+        self.prev = hashlib.sha256(line).hexdigest()
+        self.seq += 1
+        return row
+
+    def duplicate_commits(self) -> list[tuple[int, int]]:
+        """Pairs of seqs whose commits share an 8-byte prefix (first occurrence first)."""
+        if len(self._prefixes) < 2:
+            return []
+        prefixes = pa.array(self._prefixes, type=pa.uint64())
+        order = pc.sort_indices(prefixes)
+        ordered = prefixes.take(order)
+        seqs = pa.array(self._seqs, type=pa.uint64()).take(order)
+        n = len(ordered)
+        same = pc.indices_nonzero(pc.equal(ordered.slice(1), ordered.slice(0, n - 1)))
+        pairs: list[tuple[int, int]] = []
+        for i in same.to_pylist():
+            a, b = seqs[i].as_py(), seqs[i + 1].as_py()
+            pairs.append((min(a, b), max(a, b)))
+        return pairs

@@ -42,6 +42,7 @@ __all__ = [
     "PARQUET_SCHEMA",
     "SCHEMA_VERSION",
     "check_derived",
+    "check_mirrors",
     "from_parquet",
     "parse_sidecar",
     "sidecar_dict",
@@ -106,15 +107,17 @@ PARQUET_SCHEMA: Final = pa.schema(
 )
 
 
-def to_parquet(rows: Sequence[LedgerRow]) -> bytes:
-    """The Parquet mirror of ``rows``.
+def to_parquet(rows: Sequence[LedgerRow], *, start: int = 0) -> bytes:
+    """The Parquet mirror of ``rows``, the ledger's rows from seq ``start`` on.
+
+    The mirror is a dataset of one file per entry bundle (256 rows), so each
+    file holds a contiguous run of the ledger.
 
     Raises:
-        ValueError: ``rows`` are not the ledger in order (``seq`` != position);
-            the mirror is of the whole ledger, never a selection.
+        ValueError: ``rows`` are not the ledger in order (``seq`` != position).
     """
     records: list[dict[str, Any]] = []
-    for position, row in enumerate(rows):
+    for position, row in enumerate(rows, start=start):
         if row.seq != position:
             raise ValueError(f"row at position {position} has seq {row.seq}")
         record = row.model_dump(mode="json")
@@ -269,6 +272,28 @@ def check_derived(
             disagrees, or a mirror that cannot be read.
     """
     verify_chain(rows)
+    check_mirrors(rows, parquet_bytes, sidecars, registry_bucket=registry_bucket)
+    known = {row.lakefs_commit for row in rows}
+    orphans = sorted(c for c in sidecars if c not in known)
+    if orphans:
+        raise VerificationError(f"sidecar for commit {orphans[0]} which has no ledger row")
+
+
+def check_mirrors(
+    rows: Sequence[LedgerRow],
+    parquet_bytes: bytes,
+    sidecars: Mapping[str, bytes],
+    *,
+    registry_bucket: str | None = None,
+) -> None:
+    """Check one run of rows against its Parquet file and their sidecars.
+
+    ``rows`` are a contiguous, already verified run of the ledger (a whole
+    ledger, or one entry bundle's rows with the dataset file of that bundle).
+
+    Raises:
+        VerificationError: naming the first row (seq and commit) that disagrees.
+    """
     mirrored = from_parquet(parquet_bytes)
     if len(mirrored) != len(rows):
         raise VerificationError(
@@ -290,7 +315,3 @@ def check_derived(
         mismatch = _first_difference(sidecar_dict(row, bucket), actual)
         if mismatch is not None:
             raise VerificationError(f"sidecar disagrees with the ledger at {where}: {mismatch}")
-    known = {row.lakefs_commit for row in rows}
-    orphans = sorted(c for c in sidecars if c not in known)
-    if orphans:
-        raise VerificationError(f"sidecar for commit {orphans[0]} which has no ledger row")

@@ -25,10 +25,13 @@ strings that end up in storage keys or in the sidecar's shell command
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Self
 
+import orjson
+import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.canonical import canonical_bytes, sha256_hex
@@ -49,11 +52,15 @@ __all__ = [
     "SnapshotRef",
     "compute_hash",
     "format_utc",
+    "hash_matches",
+    "is_canonical",
     "leaf_bytes",
     "parse_candidate",
     "parse_jsonl",
+    "parse_line",
     "parse_utc",
     "row_to_line",
+    "unhashed_bytes",
 ]
 
 GENESIS_PREV: Final = "0" * 64
@@ -282,6 +289,89 @@ def _first_error(e: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
+def _floats_are_canonical(obj: dict[str, object]) -> bool:
+    """The schema's only floats, formatted by orjson, equal their JCS spelling.
+
+    orjson and RFC 8785 agree on everything our rows hold except how some
+    floats are spelled (``1e-06`` vs ``0.000001``); a row whose floats both
+    agree is byte-identical under either encoder.
+    """
+    energy = obj.get("energy_carbon")
+    if not isinstance(energy, dict):
+        return False
+    for value in energy.values():
+        if isinstance(value, float) and orjson.dumps(value) != rfc8785.dumps(value):
+            return False
+    return True
+
+
+def is_canonical(line: bytes, row: LedgerRow) -> bool:
+    """Whether ``line`` is exactly the RFC 8785 encoding of ``row``.
+
+    Fast path first: orjson's sorted, compact encoding of the parsed line is
+    the JCS encoding whenever the floats agree (:func:`_floats_are_canonical`)
+    and keys are ASCII (the schema's are; unknown keys were refused by the
+    schema check that produced ``row``). Anything else takes the slow path,
+    the ``rfc8785`` package itself, so the fast path can only say yes when
+    the reference would.
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    if (
+        isinstance(obj, dict)
+        and orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) == line
+        and _floats_are_canonical(obj)
+    ):
+        return True
+    return leaf_bytes(row) == line
+
+
+def unhashed_bytes(line: bytes, row_hash: str) -> bytes | None:
+    """The canonical row without its ``hash`` member, cut out of a canonical line.
+
+    In canonical JSON the members are sorted and ``hash`` is neither first
+    nor last, so removing ``,"hash":"<hex>"`` leaves exactly the canonical
+    encoding of the rest. The pattern cannot occur inside a string value
+    (its quotes would be escaped). ``None`` if it does not occur exactly once.
+    """
+    member = b',"hash":"' + row_hash.encode("ascii") + b'"'
+    if line.count(member) != 1:
+        return None
+    return line.replace(member, b"", 1)
+
+
+def hash_matches(line: bytes, row: LedgerRow) -> bool:
+    """``row.hash`` is the SHA-256 of the canonical row without ``hash`` (fast path)."""
+    rest = unhashed_bytes(line, row.hash)
+    if rest is None:
+        return row.hash == compute_hash(row)
+    return hashlib.sha256(rest).hexdigest() == row.hash
+
+
+def parse_line(line: bytes, number: int, *, max_line_bytes: int = MAX_LINE_BYTES) -> LedgerRow:
+    """Parse one ledger line (without its newline): schema and canonical form.
+
+    Raises:
+        VerificationError: naming line ``number``, if the line is empty, too
+            long, not a valid row, or not canonical.
+    """
+    if not line:
+        raise VerificationError(f"ledger line {number}: empty line")
+    if len(line) > max_line_bytes:
+        raise VerificationError(f"ledger line {number}: longer than {max_line_bytes} bytes")
+    try:
+        row = LedgerRow.model_validate_json(line)
+    except ValidationError as e:
+        raise VerificationError(f"ledger line {number}: {_first_error(e)}") from e
+    if not is_canonical(line, row):
+        raise VerificationError(
+            f"ledger line {number}: not canonical RFC 8785 JSON (re-encoded or edited)"
+        )
+    return row
+
+
 def parse_jsonl(data: bytes, *, max_line_bytes: int = MAX_LINE_BYTES) -> list[LedgerRow]:
     """Parse the ledger file. Checks each line's form, not the chain.
 
@@ -299,22 +389,10 @@ def parse_jsonl(data: bytes, *, max_line_bytes: int = MAX_LINE_BYTES) -> list[Le
     lines = data.split(b"\n")
     if lines[-1]:
         raise VerificationError(f"ledger line {len(lines)}: no final newline (truncated write?)")
-    rows: list[LedgerRow] = []
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line:
-            raise VerificationError(f"ledger line {number}: empty line")
-        if len(line) > max_line_bytes:
-            raise VerificationError(f"ledger line {number}: longer than {max_line_bytes} bytes")
-        try:
-            row = LedgerRow.model_validate_json(line)
-        except ValidationError as e:
-            raise VerificationError(f"ledger line {number}: {_first_error(e)}") from e
-        if leaf_bytes(row) != line:
-            raise VerificationError(
-                f"ledger line {number}: not canonical RFC 8785 JSON (re-encoded or edited)"
-            )
-        rows.append(row)
-    return rows
+    return [
+        parse_line(line, number, max_line_bytes=max_line_bytes)
+        for number, line in enumerate(lines[:-1], start=1)
+    ]
 
 
 def parse_candidate(value: bytes, *, max_bytes: int = MAX_LINE_BYTES) -> IndexCandidate:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
 from worker.errors import VerificationError
 from worker.ledger import merkle
@@ -209,7 +209,7 @@ def tiles_for_size(size: int) -> list[Tile]:
     return out
 
 
-def edge_from_tiles(size: int, tiles: Callable[[Tile], bytes]) -> TreeEdge:
+def edge_from_tiles(size: int, tiles: TileSource) -> TreeEdge:
     """The edge of a tree from its own partial tiles (what a writer reads at start)."""
     edge = TreeEdge(size, [[]])
     for tile in tiles_for_size(size):
@@ -221,10 +221,8 @@ def edge_from_tiles(size: int, tiles: Callable[[Tile], bytes]) -> TreeEdge:
     return edge
 
 
-class TileSource(Protocol):
-    """Tile bytes by tile; raises ``KeyError`` if the tile is not at hand."""
-
-    def __call__(self, tile: Tile) -> bytes: ...
+TileSource = Callable[[Tile], bytes]
+"""Tile bytes by tile; raises ``KeyError`` if the tile is not at hand."""
 
 
 class _Tree:
