@@ -135,6 +135,7 @@ class Plan:
 class HookRunFailure:
     """A lakeFS action run in which our action's hook failed (the webhook was not delivered)."""
 
+    repo: str
     run_id: str
     branch: str
     commit_id: str

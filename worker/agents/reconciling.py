@@ -263,7 +263,7 @@ async def failed_hook_runs(
                 hooks = await rt.lakefs.run_hooks(repo, run.run_id)
                 inspected[run.run_id] = any(h.action == ACTION_NAME and h.status == "failed" for h in hooks)
             if inspected[run.run_id]:
-                out.append(HookRunFailure(run.run_id, run.branch, run.commit_id, run.event_type, run.start_time))
+                out.append(HookRunFailure(repo, run.run_id, run.branch, run.commit_id, run.event_type, run.start_time))
         if not after or (max_pages is not None and pages >= max_pages):
             return out
         await asyncio.sleep(s.reconcile_pause_s)
@@ -293,6 +293,7 @@ class Reconciler:
         self.still_leader = still_leader
         self._requested: dict[str, datetime] = {}
         self._inspected_runs: dict[str, bool] = {}
+        self._newest_failed_run: str | None = None
 
     async def run_pass(
         self,
@@ -334,15 +335,17 @@ class Reconciler:
             result.complete = False
             log.info("reconcile.leadership_lost", requested=len(result.requested))
         newest = max(result.hook_runs, key=lambda r: r.start_time, default=None)
+        if newest is not None and newest.run_id != self._newest_failed_run:
+            # Once per new failure, not every pass: the pass line carries the count.
+            log.warning("reconcile.hook_runs_failed", count=result.total.hook_runs_failed,
+                        newest_run_id=newest.run_id, newest_commit_id=newest.commit_id,
+                        repository_id=newest.repo, branch_id=newest.branch)
+            self._newest_failed_run = newest.run_id
         if not dry_run and result.complete:
             FIGURES.total, FIGURES.by_branch = result.total, dict(result.by_branch)
             FIGURES.passes += 1
             FIGURES.last_pass_at = datetime.now(UTC)
             FIGURES.newest_failed_hook_run = newest.run_id if newest else None
-        if result.total.hook_runs_failed:
-            log.warning("reconcile.hook_runs_failed", count=result.total.hook_runs_failed,
-                        newest_run_id=newest.run_id if newest else None,
-                        newest_commit_id=newest.commit_id if newest else None)
         tot = result.total
         log.info("reconcile.pass", branches=len(result.by_branch), missing=tot.missing,
                  oldest_missing_age_s=tot.oldest_missing_age_s, failed=tot.failed, pending=tot.pending,
