@@ -16,6 +16,8 @@ from pathlib import Path
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from worker.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 # The stack under test (a second stack, e.g. the Kafka 4 leg, sets KFM_STACK_DIR).
 STACK_DIR = Path(os.environ.get("KFM_STACK_DIR", ROOT / ".stack"))
@@ -75,7 +77,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         ends = await consumer.end_offsets(tps)
@@ -168,3 +170,19 @@ def isolated_registry(stack_env: dict[str, str], prefix: str, bucket: str | None
         env["KFM_S3_BUCKET"] = bucket
     run_kfm(env, "topics", "ensure")
     return env
+
+
+async def ledger_jsonl(settings: Settings) -> bytes:
+    """The ledger up to its latest checkpoint as JSONL (what `kfm ledger export` writes)."""
+    from worker._internal.s3 import open_bucket
+    from worker.agents.ledger_io import LedgerReader
+    from worker.keys import TrustedKeys
+
+    trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
+    out = bytearray()
+    async with open_bucket(settings) as b:
+        reader = LedgerReader(b, trusted, settings.checkpoint_name)
+        cp, _ = await reader.checkpoint()
+        async for _, data in reader.bundles(0, cp.size):
+            out += data
+    return bytes(out)

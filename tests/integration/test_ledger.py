@@ -15,12 +15,25 @@ from pathlib import Path
 import pytest
 
 from hooks.install import install_action
-from tests.integration.helpers import hooks_server, isolated_registry, post, run_kfm, unique, worker_process
+from tests.integration.helpers import (
+    STACK_DIR,
+    hooks_server,
+    isolated_registry,
+    ledger_jsonl,
+    post,
+    run_kfm,
+    unique,
+    worker_process,
+)
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
+from worker.agents.ledger_io import checkpoint_key, commit_key
+from worker.agents.recording import parquet_key
 from worker.config import Settings
-from worker.constants import HOOK_TOKEN_HEADER, INDEX_JSONL_KEY, INDEX_PARQUET_KEY, META_PREFIX
+from worker.constants import HOOK_TOKEN_HEADER, LEDGER_HEAD_KEY, META_PREFIX
 from worker.ledger.chain import verify_jsonl
+from worker.ledger.head import Head
+from worker.ledger.tiles import entries_key, tile_key
 
 pytestmark = pytest.mark.stack
 
@@ -35,11 +48,7 @@ def env(stack_env: dict[str, str]) -> dict[str, str]:
 
 
 async def _jsonl(settings: Settings) -> bytes:
-    async with open_bucket(settings) as b:
-        try:
-            return (await b.get(INDEX_JSONL_KEY, 1 << 30))[0]
-        except Exception:  # noqa: BLE001 - not there yet
-            return b""
+    return await ledger_jsonl(settings)
 
 
 async def _wait_rows(settings: Settings, want: int, timeout: float) -> list[dict]:
@@ -99,7 +108,12 @@ async def test_fifty_commits_delivered_three_times_give_fifty_rows(
     assert out.stdout.startswith("OK: 50 rows"), out.stdout
 
 
-async def test_crash_between_jsonl_and_mirror_is_finished_on_restart(
+async def _head(settings: Settings) -> Head:
+    async with open_bucket(settings) as b:
+        return Head.from_bytes((await b.get(LEDGER_HEAD_KEY, 1 << 26))[0])
+
+
+async def test_crash_between_head_and_publication_is_finished_on_restart(
     env: dict[str, str], settings: Settings, lakefs: LakeFS
 ) -> None:
     repo = unique("crash")
@@ -107,18 +121,20 @@ async def test_crash_between_jsonl_and_mirror_is_finished_on_restart(
     before = len((await _jsonl(settings)).splitlines())
     await lakefs.upload(repo, "main", "configs/pipeline.yaml", b"threshold: crash\n")
     commit = await lakefs.commit(repo, "main", "crash me")
-    with worker_process(env, PREFIX + "crash", KFM_FAULT_INJECT="ledger.after_jsonl") as proc:
+    with worker_process(env, PREFIX + "crash", KFM_FAULT_INJECT="ledger.after_head") as proc:
         run_kfm(env, "checkpoint", "--repo", repo, "--ref", commit)
         rc = await asyncio.to_thread(proc.wait, 180)
-    assert rc == 137  # died right after the JSONL commit point
-    rows = [json.loads(x) for x in (await _jsonl(settings)).splitlines()]
-    assert len(rows) == before + 1 and rows[-1]["lakefs_commit"] == commit
+    assert rc == 137  # died right after the commit point
+    head = await _head(settings)
+    assert head.size == before + 1 and json.loads(head.lines[-1])["lakefs_commit"] == commit
     async with open_bucket(settings) as b:
-        assert await b.head(f"{META_PREFIX}{commit}.yaml") is None  # the mirror step never ran
-    verify = run_kfm(env, "ledger", "verify", check=False)
-    assert verify.returncode == 1 and "FAIL" in verify.stdout
+        assert await b.head(f"{META_PREFIX}{commit}.yaml") is None  # publication never ran
+        assert await b.head(commit_key(commit)) is None
+    # Readers still see a complete ledger: the published checkpoint is the one before.
+    verify = run_kfm(env, "ledger", "verify")
+    assert verify.stdout.startswith(f"OK: {before} rows"), verify.stdout
 
-    with worker_process(env, PREFIX + "restart"):
+    with worker_process(env, PREFIX + "restart") as proc:
         deadline = asyncio.get_running_loop().time() + 120
         while asyncio.get_running_loop().time() < deadline:
             async with open_bucket(settings) as b:
@@ -126,6 +142,8 @@ async def test_crash_between_jsonl_and_mirror_is_finished_on_restart(
                     break
             await asyncio.sleep(1)
         await asyncio.sleep(5)  # the redelivered candidate is answered as a duplicate
+    log = (STACK_DIR / "logs" / f"worker-{PREFIX}restart.log").read_text()
+    assert "ledger.finished_after_crash" in log
     rows = [json.loads(x) for x in (await _jsonl(settings)).splitlines()]
     assert len(rows) == before + 1, "row lost or doubled"
     out = run_kfm(env, "ledger", "verify")
@@ -143,27 +161,66 @@ async def test_crash_between_jsonl_and_mirror_is_finished_on_restart(
 async def test_tampering_is_named_by_ledger_verify(
     env: dict[str, str], settings: Settings, tamper: str, expect: str
 ) -> None:
-    original = await _jsonl(settings)
-    lines = original.splitlines(keepends=True)
-    assert len(lines) >= 10
-    if tamper == "edit":
-        line = bytearray(lines[7])
-        i = line.index(b'"producer":"') + len(b'"producer":"')
-        line[i] = ord("X") if line[i] != ord("X") else ord("Y")
-        lines[7] = bytes(line)
-    elif tamper == "delete":
-        del lines[5]
-    else:
-        lines[3], lines[4] = lines[4], lines[3]
+    size = len((await _jsonl(settings)).splitlines())
+    assert 10 <= size < 256
+    key = entries_key(0, size)  # every row is in the first, partial entry bundle
     async with open_bucket(settings) as b:
-        await b.put(INDEX_JSONL_KEY, b"".join(lines))
+        original, _ = await b.get(key, 1 << 30)
+        lines = original.splitlines(keepends=True)
+        if tamper == "edit":
+            line = bytearray(lines[7])
+            i = line.index(b'"producer":"') + len(b'"producer":"')
+            line[i] = ord("X") if line[i] != ord("X") else ord("Y")
+            lines[7] = bytes(line)
+        elif tamper == "delete":
+            del lines[5]
+        else:
+            lines[3], lines[4] = lines[4], lines[3]
+        await b.put(key, b"".join(lines))
         try:
             r = run_kfm(env, "ledger", "verify", check=False)
             assert r.returncode == 1 and r.stdout.startswith("FAIL"), r.stdout
             assert expect in r.stdout, r.stdout
         finally:
-            await b.put(INDEX_JSONL_KEY, original)
+            await b.put(key, original)
     assert run_kfm(env, "ledger", "verify").returncode == 0
+
+
+async def test_a_tampered_tile_is_named(env: dict[str, str], settings: Settings) -> None:
+    size = len((await _jsonl(settings)).splitlines())
+    key = tile_key(0, 0, size)
+    async with open_bucket(settings) as b:
+        original, _ = await b.get(key, 1 << 20)
+        await b.put(key, bytes([original[0] ^ 1]) + original[1:])
+        try:
+            r = run_kfm(env, "ledger", "verify", check=False)
+            assert r.returncode == 1 and key in r.stdout, r.stdout
+        finally:
+            await b.put(key, original)
+
+
+async def test_verify_from_a_trusted_checkpoint_checks_only_newer_rows(
+    env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    size = len((await _jsonl(settings)).splitlines())
+    async with open_bucket(settings) as b:
+        sizes = sorted(int(k.rsplit("/", 1)[1][:-5]) for k in await b.list_keys("checkpoints/"))
+        old = next(s for s in sizes if 1 < s < size)
+        note, _ = await b.get(checkpoint_key(old), 1 << 16)
+    (tmp_path / "trusted.note").write_bytes(note)
+    r = run_kfm(env, "ledger", "verify", "--from", str(tmp_path / "trusted.note"))
+    assert r.stdout.startswith(f"OK: rows {old}..{size}"), r.stdout
+    # A checkpoint of the same size but another root (a forked history) is refused.
+    from worker.agents.ledger_io import checkpoint_origin
+    from worker.keys import load_private_key
+    from worker.ledger.checkpoint import sign_checkpoint
+
+    key = load_private_key(Path(env["KFM_SIGNING_KEY"]))
+    forged = sign_checkpoint(checkpoint_origin(settings.checkpoint_name, settings.s3_bucket), old,
+                             bytes(32), settings.checkpoint_name, key)
+    (tmp_path / "forged.note").write_bytes(forged)
+    r = run_kfm(env, "ledger", "verify", "--from", str(tmp_path / "forged.note"), check=False)
+    assert r.returncode == 1 and "history was rewritten" in r.stdout, r.stdout
 
 
 async def test_mirror_disagreement_and_proofs(env: dict[str, str], settings: Settings) -> None:
@@ -173,22 +230,33 @@ async def test_mirror_disagreement_and_proofs(env: dict[str, str], settings: Set
     assert proof["seq"] == 10 and proof["tree_size"] == len(rows) and proof["inclusion_proof"]
     shown = json.loads(run_kfm(env, "ledger", "show", commit).stdout)
     assert shown["hash"] == rows[10]["hash"]
+    listed = run_kfm(env, "ledger", "list", "--limit", "3").stdout.splitlines()
+    assert [line.split()[1] for line in listed[:3]] == [r["lakefs_commit"] for r in rows[-3:]]
+    assert run_kfm(env, "ledger", "verify", "--derived").returncode == 0
     async with open_bucket(settings) as b:
         key = f"{META_PREFIX}{commit}.yaml"
         sidecar, _ = await b.get(key, 1 << 20)
         await b.put(key, sidecar.replace(b"lakefs_branch: main", b"lakefs_branch: prod"))
         try:
-            r = run_kfm(env, "ledger", "verify", check=False)
+            r = run_kfm(env, "ledger", "verify", "--derived", check=False)
             assert r.returncode == 1 and commit in r.stdout, r.stdout
         finally:
             await b.put(key, sidecar)
-        parquet, _ = await b.get(INDEX_PARQUET_KEY, 1 << 30)
-        await b.delete(INDEX_PARQUET_KEY)
+        part = parquet_key(0)
+        parquet, _ = await b.get(part, 1 << 30)
+        await b.delete(part)
         try:
-            r = run_kfm(env, "ledger", "verify", check=False)
-            assert r.returncode == 1, r.stdout
+            r = run_kfm(env, "ledger", "verify", "--derived", check=False)
+            assert r.returncode == 1 and part in r.stdout, r.stdout
         finally:
-            await b.put(INDEX_PARQUET_KEY, parquet)
+            await b.put(part, parquet)
+        row_object, _ = await b.get(commit_key(commit), 1 << 20)
+        await b.put(commit_key(commit), row_object.replace(b'"seq":10', b'"seq":11'))
+        try:
+            r = run_kfm(env, "ledger", "verify", "--derived", check=False)
+            assert r.returncode == 1 and commit in r.stdout, r.stdout
+        finally:
+            await b.put(commit_key(commit), row_object)
 
 
 async def test_audit_replay_matches(env: dict[str, str], settings: Settings, tmp_path: Path) -> None:

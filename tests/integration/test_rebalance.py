@@ -17,12 +17,11 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from tests.integration.helpers import run_kfm, unique, worker_process
+from tests.integration.helpers import ledger_jsonl, run_kfm, unique, worker_process
 from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
-from worker._internal.s3 import NotFound, open_bucket
 from worker.config import load_settings
-from worker.constants import INDEX_JSONL_KEY, TOPIC_EVENTS
+from worker.constants import TOPIC_EVENTS
 from worker.events import CommitEvent, event_key
 
 pytestmark = pytest.mark.stack
@@ -56,12 +55,7 @@ async def test_one_row_per_commit_across_a_rebalance(stack_env: dict[str, str]) 
             await p.send(settings.topic(TOPIC_EVENTS), e.to_bytes(), key=event_key(repo, c))
 
     async def rows() -> list[dict]:
-        async with open_bucket(settings) as b:
-            try:
-                data, _ = await b.get(INDEX_JSONL_KEY, 1 << 30)
-            except NotFound:
-                return []
-        return [json.loads(x) for x in data.splitlines()]
+        return [json.loads(x) for x in (await ledger_jsonl(settings)).splitlines()]
 
     with worker_process(env, prefix + "a") as a, worker_process(env, prefix + "b"):
         await asyncio.sleep(12)  # both joined the group

@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     end_offsets,
     hooks_server,
     isolated_registry,
+    ledger_jsonl,
     read_since,
     run_kfm,
     unique,
@@ -37,7 +38,7 @@ from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
 from worker.bundle.attest import sign_statement
 from worker.config import Settings, load_settings
-from worker.constants import INDEX_JSONL_KEY, TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
+from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
 from worker.keys import generate_keypair, load_private_key
 from worker.restore.request import RollbackRequest, request_key
 
@@ -59,11 +60,7 @@ def running(env: dict[str, str]) -> Iterator[str]:
 
 
 async def _rows(settings: Settings) -> dict[str, dict]:
-    async with open_bucket(settings) as b:
-        try:
-            data, _ = await b.get(INDEX_JSONL_KEY, 1 << 30)
-        except Exception:  # noqa: BLE001
-            return {}
+    data = await ledger_jsonl(settings)
     return {json.loads(x)["lakefs_commit"]: json.loads(x) for x in data.splitlines()}
 
 
