@@ -55,19 +55,19 @@ def start(name: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 async def wait_rows(commits: set[str], timeout: float = 240) -> None:
-    from worker._internal.s3 import NotFound, open_bucket
+    from worker._internal.s3 import open_bucket
+    from worker.agents.ledger_io import LedgerReader
     from worker.config import load_settings
-    from worker.constants import INDEX_JSONL_KEY
+    from worker.keys import TrustedKeys
 
+    settings = load_settings()
     deadline = time.monotonic() + timeout
-    async with open_bucket(load_settings()) as b:
+    async with open_bucket(settings) as b:
+        reader = LedgerReader(b, TrustedKeys.from_dir(Path(settings.trusted_keys_dir)), settings.checkpoint_name)
         while time.monotonic() < deadline:
-            try:
-                data, _ = await b.get(INDEX_JSONL_KEY, 1 << 30)
-            except NotFound:
-                data = b""
-            have = {json.loads(x)["lakefs_commit"] for x in data.splitlines()}
-            if commits <= have:
+            rows = [await reader.row_for(c) for c in commits]
+            # Recorded, and covered by the published checkpoint (so provable).
+            if all(rows) and max(r.seq for r in rows if r) < await reader.size():
                 return
             await asyncio.sleep(1)
     raise SystemExit(f"not recorded in {timeout}s: {sorted(commits)}; see .stack/logs/demo-worker.log")

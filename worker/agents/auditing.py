@@ -186,7 +186,7 @@ async def _continue_from(
     merkle.verify_consistency(old.size, cp.size, old.root, cp.root, proof)
     prev = GENESIS_PREV
     if old.size:
-        async for _, line in reader.lines(old.size - 1, old.size):
+        async for _, line in reader.lines(old.size - 1, old.size, cp.size):
             prev = hashlib.sha256(line).hexdigest()
     return old.size, edge, LineChecker(seq=old.size, prev=prev), [h.hex() for h in proof]
 
@@ -194,8 +194,8 @@ async def _continue_from(
 async def _no_duplicate_commits(reader: LedgerReader, checker: LineChecker, size: int) -> None:
     """Confirm, on the full ids, each pair of rows whose commit prefixes collide."""
     for a, b in checker.duplicate_commits():
-        rows = [parse_line(line, seq + 1) async for seq, line in reader.lines(a, a + 1)]
-        rows += [parse_line(line, seq + 1) async for seq, line in reader.lines(b, min(b + 1, size))]
+        rows = [parse_line(line, seq + 1) async for seq, line in reader.lines(a, a + 1, size)]
+        rows += [parse_line(line, seq + 1) async for seq, line in reader.lines(b, b + 1, size)]
         if len(rows) == 2 and rows[0].lakefs_commit == rows[1].lakefs_commit:
             raise VerificationError(
                 f"ledger row seq={b} (line {b + 1}): duplicate lakefs_commit {rows[1].lakefs_commit}, "

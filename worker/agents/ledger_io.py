@@ -166,16 +166,20 @@ class LedgerReader:
         except NotFound as e:
             raise VerificationError(f"entry bundle {entries_key(index, width)} is missing") from e
 
-    async def bundles(self, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
-        """The entry bundles covering rows ``[start, end)`` of a tree of ``end`` rows,
-        in order, as (seq of the bundle's first row, bytes); several in flight."""
+    async def bundles(
+        self, start: int, end: int, tree_size: int | None = None
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """The entry bundles covering rows ``[start, end)``, in order, as (seq of the
+        bundle's first row, bytes); several in flight. Bundles are those of the tree
+        of ``tree_size`` rows (default ``end``): only published sizes have partial bundles."""
+        tree = end if tree_size is None else tree_size
         first, last = start // TILE_WIDTH, (end - 1) // TILE_WIDTH if end else -1
         pending: list[tuple[int, asyncio.Task[bytes]]] = []
         index = first
         try:
             while index <= last or pending:
                 while index <= last and len(pending) < _IN_FLIGHT:
-                    width = min(TILE_WIDTH, end - index * TILE_WIDTH)
+                    width = min(TILE_WIDTH, tree - index * TILE_WIDTH)
                     pending.append((index, asyncio.ensure_future(self.bundle(index, width))))
                     index += 1
                 done, task = pending.pop(0)
@@ -184,9 +188,11 @@ class LedgerReader:
             for _, task in pending:
                 task.cancel()
 
-    async def lines(self, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
-        """Rows ``[start, end)`` as (seq, line without newline)."""
-        async for first, data in self.bundles(start, end):
+    async def lines(
+        self, start: int, end: int, tree_size: int | None = None
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """Rows ``[start, end)`` as (seq, line without newline), of the tree of ``tree_size``."""
+        async for first, data in self.bundles(start, end, tree_size):
             for offset, line in enumerate(data.split(b"\n")[:-1]):
                 seq = first + offset
                 if start <= seq < end:
