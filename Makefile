@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK := deploy/local/stack
 
-.PHONY: venv stack-up stack-down demo test test-unit lint typecheck check clean
+.PHONY: venv stack-up stack-down demo test test-unit test-faults lint typecheck check clean
 
 $(BIN)/kfm: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,13 @@ test-kafka4: venv
 	$(K4) $(STACK) up
 	$(K4) $(BIN)/python -m pytest -q -rs $(K4_TESTS); rc=$$?; $(K4) $(STACK) down; exit $$rc
 
+# Fault tests (tests/faults): their session fixture brings up a private stack (.stack-faults/, own
+# ports), kills/stops/starts its servers and the registry's processes, and takes it down again;
+# the figures go to .stack-faults/fault-figures.jsonl (docs/reliability.md). The `down` here is a
+# safety net for an interrupted run (it stops only what that stack's `up` started, by pid).
+test-faults: venv
+	$(BIN)/python -m pytest -q -rs tests/faults; rc=$$?; KFM_STACK_DIR=$(CURDIR)/.stack-faults $(STACK) down; exit $$rc
+
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
@@ -53,4 +60,4 @@ typecheck: venv
 check: lint typecheck
 
 clean: stack-down
-	rm -rf .stack .stack-kafka4
+	rm -rf .stack .stack-kafka4 .stack-faults
