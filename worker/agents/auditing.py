@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from worker.constants import CHECKPOINTS_PREFIX, META_PREFIX, TOPIC_INDEX_CANDID
 from worker.errors import IntegrityError, TransientError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger import merkle
-from worker.ledger.chain import LineChecker, next_row
+from worker.ledger.chain import BundleCheck, LineChecker, check_bundle, next_row
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint
 from worker.ledger.mirror import check_mirrors
 from worker.ledger.row import GENESIS_PREV, LedgerRow, leaf_bytes, parse_candidate, parse_line
@@ -109,6 +112,51 @@ class _TileCheck:
             await self._pending.pop(0)
 
 
+class _BundleChecker:
+    """Checks entry bundles in a process pool (one process per core) for large ledgers.
+
+    Parsing and the canonical check are CPU-bound Python: bundles are checked
+    in parallel, in order of arrival, and linked one after another by the
+    caller (:meth:`LineChecker.absorb`). Small ledgers are checked inline:
+    starting processes would cost more than it saves.
+    """
+
+    _POOL_ABOVE_ROWS = 32 * TILE_WIDTH
+
+    def __init__(self, rows: int) -> None:
+        workers = os.cpu_count() or 1
+        self._pool = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            if rows > self._POOL_ABOVE_ROWS and workers > 1 else None
+        )
+        self._depth = 4 * workers
+
+    async def __aenter__(self) -> _BundleChecker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def stream(
+        self, bundles: AsyncIterator[tuple[int, bytes]], start: int
+    ) -> AsyncIterator[tuple[int, bytes, BundleCheck]]:
+        """(first seq, bytes, check result) for each bundle, in order."""
+        loop = asyncio.get_running_loop()
+        queue: list[tuple[int, bytes, asyncio.Future[BundleCheck]]] = []
+        async for first, data in bundles:
+            skip = max(0, start - first)
+            if self._pool is None:
+                yield first, data, check_bundle(data, first, skip)
+                continue
+            queue.append((first, data, loop.run_in_executor(self._pool, check_bundle, data, first, skip)))
+            if len(queue) >= self._depth:
+                f, d, fut = queue.pop(0)
+                yield f, d, await fut
+        for f, d, fut in queue:
+            yield f, d, await fut
+
+
 async def verify_registry(
     rt: Runtime, trusted: TrustedKeys, *, trusted_note: bytes | None = None, derived: bool = False,
 ) -> VerifyReport:
@@ -136,22 +184,22 @@ async def verify_registry(
     report.from_size = start
     archived = await _archived(reader, trusted, start, cp.size)
     tiles = _TileCheck(reader)
-    async for first, data in reader.bundles(start, cp.size):  # 2-4
-        lines = data.split(b"\n")[:-1]
-        rows: list[LedgerRow] = []
-        for offset, line in enumerate(lines):
-            if first + offset < start:
-                continue
-            rows.append(checker.check(line))
-            for tile, tdata in edge.append(merkle.leaf_hash(line)):
-                await tiles.expect(tile, tdata)
-            if edge.size in archived and archived[edge.size] != edge.root():
-                raise VerificationError(
-                    f"the ledger's root at size {edge.size} differs from the signed checkpoint of that "
-                    "size: history was rewritten"
-                )
-        if derived:
-            await _check_derived(rt, first, lines, rows)
+    async with _BundleChecker(cp.size - start) as check:
+        async for first, data, part in check.stream(reader.bundles(start, cp.size), start):  # 2-4
+            checker.absorb(part)
+            leaves = part.leaf_hashes
+            for i in range(0, len(leaves), merkle.HASH_SIZE):
+                for tile, tdata in edge.append(leaves[i : i + merkle.HASH_SIZE]):
+                    await tiles.expect(tile, tdata)
+                if edge.size in archived and archived[edge.size] != edge.root():
+                    raise VerificationError(
+                        f"the ledger's root at size {edge.size} differs from the signed checkpoint of that "
+                        "size: history was rewritten"
+                    )
+            if derived:
+                lines = data.split(b"\n")[:-1]
+                rows = [parse_line(x, first + i + 1) for i, x in enumerate(lines) if first + i >= start]
+                await _check_derived(rt, first, lines, rows)
     if edge.size != cp.size:
         raise VerificationError(f"the ledger has {edge.size} rows but its checkpoint covers {cp.size}")
     for tile, tdata in edge.partial_tiles():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +30,7 @@ from worker.ledger.row import (
     parse_line,
 )
 
-__all__ = ["LineChecker", "next_row", "verify_chain", "verify_jsonl"]
+__all__ = ["BundleCheck", "LineChecker", "check_bundle", "next_row", "verify_chain", "verify_jsonl"]
 
 
 def next_row(prev_rows_tail: LedgerRow | None, body: RowBody) -> LedgerRow:
@@ -112,9 +113,11 @@ class LineChecker:
         prev: that row's expected ``prev`` (the SHA-256 of the line before it).
     """
 
-    def __init__(self, seq: int = 0, prev: str = GENESIS_PREV) -> None:
+    def __init__(self, seq: int = 0, prev: str | None = GENESIS_PREV) -> None:
         self.seq = seq
+        # None: the first row's prev is not known here; it is kept for the caller to link.
         self.prev = prev
+        self.first_prev: str | None = None
         self._prefixes = array("Q")
         self._seqs = array("Q")
 
@@ -133,13 +136,35 @@ class LineChecker:
             )
         if not hash_matches(line, row):
             raise VerificationError(f"{where}: hash mismatch; the row was modified")
-        if row.prev != self.prev:
+        if self.prev is None:
+            self.first_prev = row.prev
+        elif row.prev != self.prev:
             raise VerificationError(f"{where}: prev mismatch; it does not follow the row before it")
         self._prefixes.append(int(row.lakefs_commit[:16], 16))
         self._seqs.append(row.seq)
         self.prev = hashlib.sha256(line).hexdigest()
         self.seq += 1
         return row
+
+    def absorb(self, part: BundleCheck) -> None:
+        """Link a bundle checked elsewhere (another process) after the rows fed so far.
+
+        Raises:
+            VerificationError: its first row does not follow the row before it.
+        """
+        if part.count == 0:
+            return
+        if part.first_seq != self.seq:
+            raise VerificationError(f"entry bundle starting at seq {part.first_seq} follows seq {self.seq - 1}")
+        if part.first_prev != self.prev:
+            number = part.first_seq + 1
+            raise VerificationError(
+                f"ledger row seq={part.first_seq} (line {number}): prev mismatch; it does not follow the row before it"
+            )
+        self._prefixes.extend(part.prefixes)
+        self._seqs.extend(range(part.first_seq, part.first_seq + part.count))
+        self.seq += part.count
+        self.prev = part.last_hash
 
     def duplicate_commits(self) -> list[tuple[int, int]]:
         """Pairs of seqs whose commits share an 8-byte prefix (first occurrence first)."""
@@ -156,3 +181,43 @@ class LineChecker:
             a, b = seqs[i].as_py(), seqs[i + 1].as_py()
             pairs.append((min(a, b), max(a, b)))
         return pairs
+
+
+@dataclass(frozen=True)
+class BundleCheck:
+    """What :func:`check_bundle` found in one entry bundle, for the caller to link."""
+
+    first_seq: int
+    count: int
+    first_prev: str | None
+    last_hash: str | None
+    leaf_hashes: bytes
+    prefixes: array[int]
+
+
+def check_bundle(data: bytes, first_seq: int, skip: int = 0) -> BundleCheck:
+    """Check the rows of one entry bundle on their own (picklable: runs in a process pool).
+
+    Everything :class:`LineChecker` checks except the link to the row before
+    the bundle, which the caller makes with :meth:`LineChecker.absorb`.
+    ``skip`` leading rows are not checked (a range that starts mid-bundle).
+
+    Raises:
+        VerificationError: naming the first bad row.
+    """
+    lines = data.split(b"\n")
+    if lines[-1]:
+        raise VerificationError(f"entry bundle at seq {first_seq}: no final newline (truncated write?)")
+    checker = LineChecker(seq=first_seq + skip, prev=None)
+    leaves = bytearray()
+    for line in lines[skip:-1]:
+        checker.check(line)
+        leaves += hashlib.sha256(b"\x00" + line).digest()
+    return BundleCheck(
+        first_seq=first_seq + skip,
+        count=checker.seq - first_seq - skip,
+        first_prev=checker.first_prev,
+        last_hash=checker.prev,
+        leaf_hashes=bytes(leaves),
+        prefixes=checker._prefixes,
+    )

@@ -1,0 +1,93 @@
+"""Checking entry bundles apart (a process pool) and linking them gives the chain check's verdicts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.unit.ledger.factories import make_chain, make_body
+from worker.agents.auditing import _BundleChecker
+from worker.errors import VerificationError
+from worker.ledger import merkle
+from worker.ledger.chain import LineChecker, check_bundle, next_row
+from worker.ledger.row import leaf_bytes
+
+ROWS = make_chain(700)
+LINES = [leaf_bytes(r) for r in ROWS]
+
+
+def bundles(lines: list[bytes]) -> list[tuple[int, bytes]]:
+    return [(i, b"".join(x + b"\n" for x in lines[i : i + 256])) for i in range(0, len(lines), 256)]
+
+
+def link(parts: list[tuple[int, bytes]], start: int = 0) -> LineChecker:
+    checker = LineChecker()
+    for first, data in parts:
+        checker.absorb(check_bundle(data, first, max(0, start - first)))
+    return checker
+
+
+def test_linked_bundles_equal_the_line_by_line_check() -> None:
+    checker = link(bundles(LINES))
+    one = LineChecker()
+    for line in LINES:
+        one.check(line)
+    assert (checker.seq, checker.prev) == (one.seq, one.prev) == (700, one.prev)
+    part = check_bundle(bundles(LINES)[1][1], 256)
+    assert part.leaf_hashes[:32] == merkle.leaf_hash(LINES[256])
+
+
+def test_a_bad_row_is_named_inside_its_bundle() -> None:
+    lines = list(LINES)
+    lines[300] = lines[300].replace(b'"producer":"a', b'"producer":"b')
+    with pytest.raises(VerificationError, match=r"seq=300 \(line 301\): hash mismatch"):
+        link(bundles(lines))
+
+
+def test_a_break_between_bundles_is_named() -> None:
+    # Rows 256.. of another history: a valid bundle on its own, not linked to row 255.
+    tail = None
+    other = []
+    for i in range(512):
+        tail = next_row(tail, make_body(i + 1000))
+        other.append(leaf_bytes(tail))
+    checker = LineChecker()
+    checker.absorb(check_bundle(bundles(LINES)[0][1], 0))
+    with pytest.raises(VerificationError, match=r"seq=256 \(line 257\): prev mismatch"):
+        checker.absorb(check_bundle(bundles(other)[1][1], 256))
+
+
+def test_duplicate_commits_across_bundles_are_found() -> None:
+    rows = make_chain(300)
+    dup = next_row(rows[-1], rows[5].body())
+    lines = [leaf_bytes(r) for r in rows] + [leaf_bytes(dup)]
+    assert link(bundles(lines)).duplicate_commits() == [(5, 300)]
+
+
+def test_a_range_may_start_mid_bundle() -> None:
+    checker = LineChecker(seq=300, prev=hashlib.sha256(LINES[299]).hexdigest())
+    for first, data in bundles(LINES)[1:]:
+        checker.absorb(check_bundle(data, first, max(0, 300 - first)))
+    assert checker.seq == 700
+
+
+def test_the_process_pool_gives_the_same_results_in_order() -> None:
+    async def go() -> list[int]:
+        async def source() -> AsyncIterator[tuple[int, bytes]]:
+            for b in bundles(LINES):
+                yield b
+
+        checker = LineChecker()
+        firsts = []
+        async with _BundleChecker(1 << 20) as pool:  # above the threshold: uses the pool
+            assert pool._pool is not None  # noqa: SLF001
+            async for first, _, part in pool.stream(source(), 0):
+                checker.absorb(part)
+                firsts.append(first)
+        assert checker.seq == 700
+        return firsts
+
+    assert asyncio.run(go()) == [0, 256, 512]
