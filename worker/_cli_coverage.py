@@ -101,6 +101,7 @@ async def _coverage_horizon(rt: Runtime, repo: str, branch: str, since: datetime
 
 
 def _coverage(args: argparse.Namespace, settings: Settings) -> int:
+    from worker._internal.lakefs import LakeFSNotFound
     from worker.agents import markers
     from worker.agents.reconciling import failed_hook_runs, known_for, walk
     from worker.agents.runtime import Runtime
@@ -117,7 +118,10 @@ def _coverage(args: argparse.Namespace, settings: Settings) -> int:
         async with await Runtime.open(settings) as rt:
             horizon = await _coverage_horizon(rt, args.repo, args.branch, since)
             rows: dict[str, RowRef | None] = {}
-            walked, _ = await walk(rt, args.repo, args.branch, horizon, rows)
+            try:
+                walked, _ = await walk(rt, args.repo, args.branch, horizon, rows)
+            except LakeFSNotFound:
+                raise ConfigError(f"{args.repo}/{args.branch}: no such repository or branch in lakeFS") from None
             marks = [m for m in await markers.failed_marks(rt.bucket, args.repo) if m.branch == args.branch]
             known = await known_for(rt, args.repo, walked, rows, marks)
             oldest = walked[-1].creation_date if walked else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import ConfigError
+from worker.watch import parse_since, parse_watched_repos
 
 __all__ = ["Limits", "Settings", "load_settings"]
 
@@ -191,8 +192,6 @@ def _validate(s: Settings) -> None:
 
 
 def _validate_reconcile(s: Settings) -> None:
-    from worker.watch import parse_since, parse_watched_repos
-
     parse_watched_repos(s.watched_repos)
     if s.reconcile_since:
         parse_since(s.reconcile_since, "KFM_RECONCILE_SINCE")
