@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,6 +102,9 @@ async def test_fifty_commits_delivered_three_times_give_fifty_rows(
         rows = await _wait_rows(settings, N, timeout=5)
 
     assert len(rows) == N
+    # A first start on an empty bucket is not reported as a recovery.
+    first_log = (STACK_DIR / "logs" / f"worker-{PREFIX}a.log").read_text()
+    assert "ledger.empty" in first_log and "finished_after_crash" not in first_log
     assert [r["seq"] for r in rows] == list(range(N))
     assert sorted(r["lakefs_commit"] for r in rows) == sorted(commits)
     verify_jsonl(await _jsonl(settings))
@@ -148,6 +152,33 @@ async def test_crash_between_head_and_publication_is_finished_on_restart(
     assert len(rows) == before + 1, "row lost or doubled"
     out = run_kfm(env, "ledger", "verify")
     assert out.stdout.startswith(f"OK: {before + 1} rows"), out.stdout
+
+
+async def test_sigterm_finishes_the_batch_in_flight(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS
+) -> None:
+    """A stop right after the commit point still publishes the rows and the checkpoint."""
+    repo = unique("stop")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    before = (await _head(settings)).size
+    await lakefs.upload(repo, "main", "configs/pipeline.yaml", b"threshold: stop\n")
+    commit = await lakefs.commit(repo, "main", "stop me")
+    # The pause holds the SIGTERM inside the window between the head and publication.
+    with worker_process(env, PREFIX + "stop", KFM_FAULT_PAUSE="ledger.after_head:4") as proc:
+        run_kfm(env, "checkpoint", "--repo", repo, "--ref", commit)
+        deadline = asyncio.get_running_loop().time() + 180
+        while (await _head(settings)).size == before:
+            assert asyncio.get_running_loop().time() < deadline, "no append"
+            await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.to_thread(proc.wait, 120)
+    assert rc == 0
+    log = (STACK_DIR / "logs" / f"worker-{PREFIX}stop.log").read_text()
+    assert "ledger.stopping_after_batch" in log
+    out = run_kfm(env, "ledger", "verify")
+    assert out.stdout.startswith(f"OK: {before + 1} rows"), out.stdout
+    async with open_bucket(settings) as b:
+        assert await b.head(commit_key(commit)) is not None
 
 
 @pytest.mark.parametrize(

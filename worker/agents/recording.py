@@ -63,6 +63,7 @@ __all__ = [
     "Outcome",
     "checkpoint_key",
     "checkpoint_origin",
+    "fault_pause",
     "fault_point",
     "parquet_key",
     "record_batch",
@@ -86,6 +87,15 @@ def fault_point(name: str) -> None:
     if os.environ.get("KFM_FAULT_INJECT") == name:
         log.warning("fault_injected", point=name)
         os._exit(137)
+
+
+async def fault_pause(name: str) -> None:
+    """Wait here if ``KFM_FAULT_PAUSE`` is ``<name>:<seconds>`` (stop-safety tests only:
+    it holds a stop signal inside a window that is otherwise milliseconds wide)."""
+    point, _, seconds = os.environ.get("KFM_FAULT_PAUSE", "").partition(":")
+    if point == name:
+        log.warning("fault_paused", point=name, seconds=seconds)
+        await asyncio.sleep(float(seconds or 0))
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,7 @@ class LedgerStore:
             self.etag = await self.bucket.put(LEDGER_HEAD_KEY, head.to_bytes(), if_match=self.etag)
         self.tip = tip
         fault_point("ledger.after_head")
+        await fault_pause("ledger.after_head")
         await self.publish(head, objects, appender.rows)
         return head
 
