@@ -8,7 +8,9 @@ writer topic unless the bundle, its evidence and its attestation are stored.
 
 Coverage bookkeeping (docs/coverage.md): the bundler marks a commit *seen*
 when it starts on its event, and *failed* when it gives up on it, so the
-reconciler neither asks for it again in a loop nor loses sight of it.
+reconciler neither asks for it again in a loop nor loses sight of it. A
+reconciler request for a commit that has a row by the time it is consumed is
+dropped before the rebuild (the ledger would only answer a duplicate).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from worker.agents import markers
 from worker.agents.bundling import bundle_and_upload
 from worker.agents.candidates import candidate_of
 from worker.agents.governance import emit
+from worker.agents.ledger_io import LedgerReader
 from worker.agents.runtime import Runtime
 from worker.canonical import canonical_bytes
 from worker.constants import TOPIC_DEAD_LETTER, TOPIC_INDEX_CANDIDATES
@@ -68,6 +71,11 @@ async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str
 
 
 async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
+    if event.source == "reconcile" and await _recorded(rt, event):
+        # The webhook's event (same key, same partition, ahead of this one) won the race:
+        # the writer would answer a duplicate anyway, so skip the rebuild.
+        log.info("bundle.skipped_recorded", commit_id=event.commit_id)
+        return False
     await _best_effort("bundle.seen_marker_failed", event, markers.mark_seen(rt.bucket, event))
     parent = context_from_headers(headers)
     key = signing_key(rt)
@@ -105,6 +113,15 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: 
     )
     log.info("bundle.candidate_published", commit_id=event.commit_id, sha256=published.bundle_sha256)
     return True
+
+
+async def _recorded(rt: Runtime, event: CommitEvent) -> bool:
+    """Whether the commit has a ledger row; False when the ledger cannot be read (then bundle anyway)."""
+    try:
+        return await LedgerReader(rt.bucket).row_for(event.commit_id) is not None
+    except Error as e:
+        log.warning("bundle.row_lookup_failed", commit_id=event.commit_id, error=e.diagnostics())
+        return False
 
 
 async def _best_effort(what: str, event: CommitEvent, work: Coroutine[Any, Any, object]) -> None:
