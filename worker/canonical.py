@@ -6,9 +6,10 @@ re-encoding (see STYLE.md, anti-pattern 2).
 
 Speed: the ``rfc8785`` package is the reference, written in pure Python (about
 100 µs for a ledger row). orjson's sorted compact output is byte-identical to
-it for every value whose keys are ASCII, whose integers are within ±2**53 and
-whose floats orjson spells as JCS does; :func:`canonical_bytes` checks those
-conditions while it walks the value and otherwise asks the reference. A
+it for every value whose keys are ASCII and whose integers are within ±2**53,
+once each float is handed to orjson already spelled by the reference;
+:func:`canonical_bytes` prepares the value so, and asks the reference for
+anything else. A
 property test (tests/unit/test_canonical.py) holds the two paths equal.
 """
 
@@ -25,29 +26,40 @@ __all__ = ["canonical_bytes", "sha256_hex"]
 _MAX_SAFE_INT: Final = 2**53
 
 
-def _orjson_is_jcs(value: Any) -> bool:
-    """Whether orjson's encoding of ``value`` is its RFC 8785 encoding."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str) or v is None or isinstance(v, bool):
-            continue
-        if isinstance(v, int):
-            if not -_MAX_SAFE_INT < v < _MAX_SAFE_INT:
-                return False
-        elif isinstance(v, float):
-            if orjson.dumps(v) != rfc8785.dumps(v):
-                return False
-        elif isinstance(v, dict):
-            for k, item in v.items():
-                if not isinstance(k, str) or not k.isascii():
-                    return False
-                stack.append(item)
-        elif isinstance(v, (list, tuple)):
-            stack.extend(v)
-        else:
-            return False
-    return True
+class _NotFast(Exception):
+    """The value holds something only the reference encoder may decide."""
+
+
+def _prepared(value: Any) -> Any:
+    """``value`` with every float replaced by its JCS spelling as an orjson Fragment.
+
+    orjson then emits exactly RFC 8785: sorted ASCII keys, the same string
+    escapes, integers as digits, and floats spelled by the reference itself.
+    Anything else (non-ASCII or non-string keys, integers beyond ±2**53,
+    subclasses, other types) raises :class:`_NotFast`.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if not -_MAX_SAFE_INT < value < _MAX_SAFE_INT:
+            raise _NotFast
+        return value
+    if kind is float:
+        try:
+            return orjson.Fragment(rfc8785.dumps(value))
+        except (rfc8785.CanonicalizationError, ValueError) as e:
+            raise _NotFast from e
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise _NotFast
+            out[key] = _prepared(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_prepared(item) for item in value]
+    raise _NotFast
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -57,11 +69,10 @@ def canonical_bytes(obj: Any) -> bytes:
         ValueError: if ``obj`` holds values JCS cannot encode (floats out of
             range, non-string keys, unsupported types).
     """
-    if _orjson_is_jcs(obj):
-        try:
-            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-        except (orjson.JSONEncodeError, TypeError):
-            pass  # lone surrogates, NaN, ...: the reference decides
+    try:
+        return orjson.dumps(_prepared(obj), option=orjson.OPT_SORT_KEYS)
+    except (_NotFast, orjson.JSONEncodeError, TypeError):
+        pass  # the reference decides (and names what it refuses)
     try:
         return rfc8785.dumps(obj)
     except (rfc8785.CanonicalizationError, TypeError) as e:

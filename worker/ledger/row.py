@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Self
 
 import orjson
-import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.canonical import canonical_bytes, sha256_hex
@@ -289,42 +288,20 @@ def _first_error(e: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
-def _floats_are_canonical(obj: dict[str, object]) -> bool:
-    """The schema's only floats, formatted by orjson, equal their JCS spelling.
-
-    orjson and RFC 8785 agree on everything our rows hold except how some
-    floats are spelled (``1e-06`` vs ``0.000001``); a row whose floats both
-    agree is byte-identical under either encoder.
-    """
-    energy = obj.get("energy_carbon")
-    if not isinstance(energy, dict):
-        return False
-    for value in energy.values():
-        if isinstance(value, float) and orjson.dumps(value) != rfc8785.dumps(value):
-            return False
-    return True
-
-
 def is_canonical(line: bytes, row: LedgerRow) -> bool:
     """Whether ``line`` is exactly the RFC 8785 encoding of ``row``.
 
-    Fast path first: orjson's sorted, compact encoding of the parsed line is
-    the JCS encoding whenever the floats agree (:func:`_floats_are_canonical`)
-    and keys are ASCII (the schema's are; unknown keys were refused by the
-    schema check that produced ``row``). Anything else takes the slow path,
-    the ``rfc8785`` package itself, so the fast path can only say yes when
-    the reference would.
+    ``row`` is the schema-checked parse of ``line``. Fast path: encoding what
+    the line parses to gives the line back (one parse and one encode with
+    :func:`~worker.canonical.canonical_bytes`). Where that says no (a
+    non-canonical line, or a whole-valued float such as ``2**53`` that JSON
+    parsing turns into an integer) the row model decides, as before.
     """
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    if (
-        isinstance(obj, dict)
-        and orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) == line
-        and _floats_are_canonical(obj)
-    ):
-        return True
+        if canonical_bytes(orjson.loads(line)) == line:
+            return True
+    except (orjson.JSONDecodeError, ValueError):
+        pass
     return leaf_bytes(row) == line
 
 
