@@ -30,7 +30,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -78,6 +78,7 @@ log = structlog.get_logger("kfm.reconciler")
 ACTION_NAME = "kfm-rollback-registry"
 RETRY_CAP_S = 3600.0
 _LOOKUPS = 8  # concurrent ledger/marker reads
+_MAX_INSPECTED_RUNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,7 @@ class Reconciler:
         """
         started = time.monotonic()
         result = PassResult()
+        self._forget_old_requests()
         try:
             targets = await watched_targets(self.rt, only)
         except Error as e:
@@ -352,6 +354,14 @@ class Reconciler:
                  requested=tot.requested, hook_runs_failed=tot.hook_runs_failed, errors=len(result.errors),
                  dry_run=dry_run, duration_s=round(time.monotonic() - started, 3))
         return result
+
+    def _forget_old_requests(self) -> None:
+        """Keep the in-memory request times only as long as a decision can use them."""
+        keep_s = max(self.rt.settings.reconcile_pending_timeout_s, RETRY_CAP_S)
+        cutoff = datetime.now(UTC) - timedelta(seconds=keep_s)
+        self._requested = {c: t for c, t in self._requested.items() if t >= cutoff}
+        if len(self._inspected_runs) > _MAX_INSPECTED_RUNS:
+            self._inspected_runs.clear()
 
     def _horizon(self, t: Target, state: markers.BranchState | None, since: datetime | None) -> Horizon:
         if since is not None:
