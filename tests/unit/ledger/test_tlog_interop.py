@@ -29,7 +29,8 @@ import pytest
 from tests.unit.ledger.factories import fixed_key
 from worker.ledger import merkle
 from worker.ledger.checkpoint import sign_checkpoint, vkey
-from worker.ledger.tiles import LOG_PREFIX, TILE_WIDTH, TreeEdge, entries_key, tile_key
+from worker.ledger.state import Tip, extend
+from worker.ledger.tiles import LOG_PREFIX, TILE_WIDTH, entries_key, tile_key
 
 ROOT = Path(__file__).resolve().parents[3]
 BUILD = ROOT / "deploy" / "local" / "build-tlogcheck.sh"
@@ -72,24 +73,20 @@ def _put(dir_: Path, key: str, data: bytes) -> None:
 
 
 def _grow(dir_: Path, scratch: Path) -> Ledger:
+    """Grow the ledger batch by batch with the writer's own pure core (state.extend),
+    writing every object each batch publishes."""
     ledger = Ledger(dir_, scratch)
-    edge = TreeEdge()
-    hashes: list[bytes] = []
+    tip = Tip()
     for size in SIZES:
-        start = len(ledger.leaves)
-        for i in range(start, size):
-            ledger.leaves.append(leaf(i))
-            hashes.append(merkle.leaf_hash(ledger.leaves[-1]))
-            for tile, data in edge.append(hashes[-1]):
-                _put(dir_, tile.key, data)
-        for tile, data in edge.partial_tiles():
+        batch = [leaf(i) for i in range(len(ledger.leaves), size)]
+        ledger.leaves.extend(batch)
+        tip, objects = extend(tip, batch, None)
+        for tile, data in objects.tiles:
             _put(dir_, tile.key, data)
-        # Entry bundles: those this batch touched, full or (the last) partial.
-        for n in range(start // TILE_WIDTH, -(-size // TILE_WIDTH)):
-            rows = ledger.leaves[n * TILE_WIDTH : min(size, (n + 1) * TILE_WIDTH)]
-            _put(dir_, entries_key(n, len(rows)), b"".join(r + b"\n" for r in rows))
-        root = merkle.root_from_hashes(hashes)
-        assert edge.root() == root
+        for index, width, data in objects.bundles:
+            _put(dir_, entries_key(index, width), data)
+        root = merkle.root(ledger.leaves)
+        assert tip.root() == root
         note = sign_checkpoint(ORIGIN, size, root, NAME, KEY)
         (dir_ / "checkpoint").write_bytes(note)  # the one mutable object
         ledger.checkpoints[size] = scratch / f"checkpoint-{size}"
