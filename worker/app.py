@@ -9,6 +9,7 @@ report, never retried).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ events_topic = app.topic(settings.topic(TOPIC_EVENTS), value_type=bytes, key_typ
 candidates_topic = app.topic(settings.topic(TOPIC_INDEX_CANDIDATES), value_type=bytes, key_type=bytes)
 rollback_topic = app.topic(settings.topic(TOPIC_ROLLBACK_REQUESTS), value_type=bytes, key_type=bytes)
 
+# How long a stopping worker lets the batch in flight finish (below the units' stop timeout).
+_BATCH_STOP_GRACE_S = 60.0
+
 _runtime: Runtime | None = None
 _runtime_lock = asyncio.Lock()
 
@@ -142,21 +146,43 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         return
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
     origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
-    store = await LedgerStore.load(rt.bucket, origin)
-    finished = await store.reconcile(key, settings.checkpoint_name)
-    if finished:
-        log.warning("ledger.reconciled_after_crash", derived=finished)
+
+    async def open_store() -> LedgerStore:
+        delay = 0.5
+        while True:
+            try:
+                store, state = await LedgerStore.open(rt.bucket, origin, key, settings.checkpoint_name, trusted)
+            except TransientError as e:
+                log.warning("ledger.open_retrying", error=str(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            # Only a head whose objects were missing means a writer died mid-append.
+            level = log.warning if state in ("finished_after_crash", "migrated") else log.info
+            level(f"ledger.{state}", size=store.tip.size)
+            return store
+
+    store = await open_store()
     async for values in stream.take(100, within=1.0):
         delay = 0.5
         while True:  # never skip a candidate: the ledger must not have holes
+            # A stop (SIGTERM: deploy, rebalance) must not cut an append between its
+            # commit point and its checkpoint: the batch runs as its own task and a
+            # cancellation waits for it (the units' stop timeouts allow for this).
+            task = asyncio.ensure_future(record_batch(rt, store, list(values), trusted))
             try:
-                await record_batch(rt, store, list(values), trusted, key)
+                await asyncio.shield(task)
                 break
+            except asyncio.CancelledError:
+                log.info("ledger.stopping_after_batch", candidates=len(values))
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, timeout=_BATCH_STOP_GRACE_S)
+                raise
             except (PreconditionFailed, TransientError) as e:
                 log.warning("ledger.retrying_batch", error=str(e))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-                store = await LedgerStore.load(rt.bucket, origin)
+                store = await open_store()
         yield None
 
 

@@ -26,7 +26,7 @@ __all__ = ["canonical_bytes", "sha256_hex"]
 _MAX_SAFE_INT: Final = 2**53
 
 
-class _NotFast(Exception):
+class _NotFastError(Exception):
     """The value holds something only the reference encoder may decide."""
 
 
@@ -36,30 +36,31 @@ def _prepared(value: Any) -> Any:
     orjson then emits exactly RFC 8785: sorted ASCII keys, the same string
     escapes, integers as digits, and floats spelled by the reference itself.
     Anything else (non-ASCII or non-string keys, integers beyond ±2**53,
-    subclasses, other types) raises :class:`_NotFast`.
+    subclasses, other types) raises :class:`_NotFastError`.
     """
     kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise _NotFastError
+            # Strings are most of the leaves: kept without a call.
+            out[key] = item if type(item) is str else _prepared(item)
+        return out
+    if kind is list or kind is tuple:
+        return [item if type(item) is str else _prepared(item) for item in value]
     if kind is str or kind is bool or value is None:
         return value
     if kind is int:
         if not -_MAX_SAFE_INT < value < _MAX_SAFE_INT:
-            raise _NotFast
+            raise _NotFastError
         return value
     if kind is float:
         try:
             return orjson.Fragment(rfc8785.dumps(value))
         except (rfc8785.CanonicalizationError, ValueError) as e:
-            raise _NotFast from e
-    if kind is dict:
-        out = {}
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii():
-                raise _NotFast
-            out[key] = _prepared(item)
-        return out
-    if kind is list or kind is tuple:
-        return [_prepared(item) for item in value]
-    raise _NotFast
+            raise _NotFastError from e
+    raise _NotFastError
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -71,7 +72,7 @@ def canonical_bytes(obj: Any) -> bytes:
     """
     try:
         return orjson.dumps(_prepared(obj), option=orjson.OPT_SORT_KEYS)
-    except (_NotFast, orjson.JSONEncodeError, TypeError):
+    except (_NotFastError, orjson.JSONEncodeError, TypeError):
         pass  # the reference decides (and names what it refuses)
     try:
         return rfc8785.dumps(obj)

@@ -31,7 +31,7 @@ from worker.constants import CHECKPOINTS_PREFIX, META_PREFIX, TOPIC_INDEX_CANDID
 from worker.errors import IntegrityError, TransientError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger import merkle
-from worker.ledger.chain import BundleCheck, LineChecker, check_bundle, next_row
+from worker.ledger.chain import BundleCheck, LineChecker, check_bundle, link
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint
 from worker.ledger.mirror import check_mirrors
 from worker.ledger.row import GENESIS_PREV, LedgerRow, leaf_bytes, parse_candidate, parse_line
@@ -360,7 +360,7 @@ class _Replay:
         self.rt, self.trusted, self.canonical, self.archived, self.report = rt, trusted, canonical, archived, report
         self.seen: set[str] = set()
         self.edge = TreeEdge()
-        self.tail: LedgerRow | None = None
+        self.prev: tuple[int, str] | None = None
 
     async def take(self, value: bytes) -> bytes | None:
         """The rebuilt line this candidate appends, or None."""
@@ -374,8 +374,7 @@ class _Replay:
         if c.body.lakefs_commit in self.seen:
             report.duplicates += 1
             return None
-        row = next_row(self.tail, c.body)
-        line = leaf_bytes(row)
+        row, line = link(self.prev, c.body)
         stored = await self.canonical.peek()
         if stored == line:
             self.canonical.advance()
@@ -392,7 +391,7 @@ class _Replay:
                     f"replay has commit {row.lakefs_commit})"
                 )
         self.seen.add(c.body.lakefs_commit)
-        self.tail = row
+        self.prev = (row.seq, hashlib.sha256(line).hexdigest())
         self.edge.append(merkle.leaf_hash(line))
         if self.edge.size in self.archived and self.archived[self.edge.size] != self.edge.root():
             report.differences.append(f"root at checkpoint size {self.edge.size} differs")

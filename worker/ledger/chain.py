@@ -30,7 +30,7 @@ from worker.ledger.row import (
     parse_line,
 )
 
-__all__ = ["BundleCheck", "LineChecker", "check_bundle", "next_row", "verify_chain", "verify_jsonl"]
+__all__ = ["BundleCheck", "LineChecker", "check_bundle", "link", "next_row", "verify_chain", "verify_jsonl"]
 
 
 def next_row(prev_rows_tail: LedgerRow | None, body: RowBody) -> LedgerRow:
@@ -40,14 +40,27 @@ def next_row(prev_rows_tail: LedgerRow | None, body: RowBody) -> LedgerRow:
     because it only sees the tail. :class:`worker.ledger.state.Ledger` does.
     """
     if prev_rows_tail is None:
-        seq, prev = 0, GENESIS_PREV
-    else:
-        seq, prev = prev_rows_tail.seq + 1, sha256_hex(leaf_bytes(prev_rows_tail))
+        return link(None, body)[0]
+    return link((prev_rows_tail.seq, sha256_hex(leaf_bytes(prev_rows_tail))), body)[0]
+
+
+def link(prev: tuple[int, str] | None, body: RowBody) -> tuple[LedgerRow, bytes]:
+    """The row of ``body`` after the row ``(seq, SHA-256 of its line)``, and its line.
+
+    The line (without newline) is encoded once here, so appenders that keep
+    the previous line's hash never re-encode a row. ``body`` was validated
+    when it was parsed, and ``seq``/``prev``/``hash`` are made here, so the
+    row is assembled without validating it again.
+    """
+    seq, prev_hash = (0, GENESIS_PREV) if prev is None else (prev[0] + 1, prev[1])
     # Read fields by name so that a LedgerRow passed as ``body`` cannot smuggle
     # its own seq/prev/hash in.
     fields = {name: getattr(body, name) for name in RowBody.model_fields}
-    unhashed = body.model_dump(mode="json", include=set(fields)) | {"seq": seq, "prev": prev}
-    return LedgerRow(**fields, seq=seq, prev=prev, hash=sha256_hex(canonical_bytes(unhashed)))
+    unhashed = body.model_dump(mode="json", include=set(fields)) | {"seq": seq, "prev": prev_hash}
+    row_hash = sha256_hex(canonical_bytes(unhashed))
+    line = canonical_bytes(unhashed | {"hash": row_hash})
+    row = LedgerRow.model_construct(**fields, seq=seq, prev=prev_hash, hash=row_hash)
+    return row, line
 
 
 def verify_chain(rows: Sequence[LedgerRow]) -> None:

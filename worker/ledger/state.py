@@ -22,6 +22,7 @@ Decisions, so that replaying the candidates topic rebuilds the same bytes:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ from typing import Final
 
 from worker.errors import IntegrityError, VerificationError
 from worker.ledger import merkle
-from worker.ledger.chain import next_row, verify_chain, verify_jsonl
+from worker.ledger.chain import link, next_row, verify_chain, verify_jsonl
 from worker.ledger.checkpoint import Checkpoint
 from worker.ledger.row import (
     IndexCandidate,
@@ -293,7 +294,9 @@ class Appender:
         self.start = tip
         self._recorded = dict(recorded)
         self._max_future_skew = max_future_skew
-        self._tail = tip.tail
+        self._prev = (
+            None if tip.tail is None else (tip.tail.seq, hashlib.sha256(leaf_bytes(tip.tail)).hexdigest())
+        )
         self.rows: list[LedgerRow] = []
         self.lines: list[bytes] = []
 
@@ -323,11 +326,11 @@ class Appender:
                 f"index candidate for commit {body.lakefs_commit}: created_at "
                 f"{body.created_at} is more than {self._max_future_skew} ahead of the writer"
             )
-        row = next_row(self._tail, body)
-        self._tail = row
+        row, line = link(self._prev, body)
+        self._prev = (row.seq, hashlib.sha256(line).hexdigest())
         self._recorded[row.lakefs_commit] = row
         self.rows.append(row)
-        self.lines.append(leaf_bytes(row))
+        self.lines.append(line)
         return Appended(row=row)
 
     def finish(self) -> tuple[Tip, BatchObjects]:
