@@ -31,6 +31,7 @@ FAULTS_DIR = Path(__file__).resolve().parent
 
 # Short enough that the fault module stays within minutes; the figures record it.
 RECONCILE_INTERVAL_S = "5"
+RECONCILE_PENDING_TIMEOUT_S = "30"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,6 +85,8 @@ def registry(fault_stack: FaultStack) -> Iterator[Registry]:
     env = isolated_registry(fault_stack.env, prefix, unique("kfm-faults"))
     env.update({
         "KFM_RECONCILE_INTERVAL_S": RECONCILE_INTERVAL_S,
+        # A commit seen but never recorded (its bundle run died with Kafka) is requested again after this.
+        "KFM_RECONCILE_PENDING_TIMEOUT_S": RECONCILE_PENDING_TIMEOUT_S,
         # Tests run minutes, not days: every commit of a watched branch since the session started counts.
         "KFM_RECONCILE_SINCE": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     })

@@ -325,6 +325,7 @@ async def converge(reg: Registry, out: Outcome, repos: list[str], fault_ended: f
         "half_written": problems,
         "orphan_evidence_runs": await orphan_evidence(reg.settings, out.commits),
         "reconciler_interval_s": reg.settings.reconcile_interval_s,
+        "reconciler_pending_timeout_s": reg.settings.reconcile_pending_timeout_s,
         "s3_server": reg.stack.s3_server,
         "kafka": os.environ.get("KAFKA_VERSION", "3.9.1"),
         "notes": out.notes,
