@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 import rfc8785
 
-__all__ = ["canonical_bytes", "sha256_hex"]
+__all__ = ["canonical_bytes", "canonical_pair", "sha256_hex"]
 
 _MAX_SAFE_INT: Final = 2**53
 
@@ -61,6 +61,24 @@ def _prepared(value: Any) -> Any:
         except (rfc8785.CanonicalizationError, ValueError) as e:
             raise _NotFastError from e
     raise _NotFastError
+
+
+def canonical_pair(obj: dict[str, Any], key: str, make_value: Any) -> tuple[bytes, bytes]:
+    """``canonical_bytes(obj)`` and ``canonical_bytes(obj | {key: make_value(first)})``.
+
+    For a row and its hash: the value is prepared once and encoded twice.
+
+    Raises:
+        ValueError: as :func:`canonical_bytes`.
+    """
+    try:
+        prepared = _prepared(obj)
+        first = orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS)
+        prepared[key] = _prepared(make_value(first))
+        return first, orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS)
+    except (_NotFastError, orjson.JSONEncodeError, TypeError):
+        first = canonical_bytes(obj)
+        return first, canonical_bytes(obj | {key: make_value(first)})
 
 
 def canonical_bytes(obj: Any) -> bytes:

@@ -66,3 +66,16 @@ def test_row_canonical_check_agrees_with_the_reference(kwh: float, co2e: float) 
 def test_rows_of_every_shape_encode_as_the_reference() -> None:
     for row in make_chain(64):
         assert leaf_bytes(row) == rfc8785.dumps(row.model_dump(mode="json"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _values, max_size=6))
+def test_pair_equals_two_reference_encodings(value: dict[str, Any]) -> None:
+    from worker.canonical import canonical_pair, sha256_hex
+
+    expected = _reference(value)
+    if expected is None:
+        return
+    first, second = canonical_pair(value, "hash", sha256_hex)
+    assert first == expected
+    assert second == _reference(value | {"hash": sha256_hex(expected)})

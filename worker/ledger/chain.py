@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from worker.canonical import canonical_bytes, sha256_hex
+from worker.canonical import canonical_pair, sha256_hex
 from worker.errors import VerificationError
 from worker.ledger.row import (
     GENESIS_PREV,
@@ -57,8 +57,8 @@ def link(prev: tuple[int, str] | None, body: RowBody) -> tuple[LedgerRow, bytes]
     # its own seq/prev/hash in.
     fields = {name: getattr(body, name) for name in RowBody.model_fields}
     unhashed = body.model_dump(mode="json", include=set(fields)) | {"seq": seq, "prev": prev_hash}
-    row_hash = sha256_hex(canonical_bytes(unhashed))
-    line = canonical_bytes(unhashed | {"hash": row_hash})
+    unhashed_line, line = canonical_pair(unhashed, "hash", sha256_hex)
+    row_hash = sha256_hex(unhashed_line)
     row = LedgerRow.model_construct(**fields, seq=seq, prev=prev_hash, hash=row_hash)
     return row, line
 
