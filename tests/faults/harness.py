@@ -174,7 +174,7 @@ def has_verb(env: dict[str, str], *verb: str) -> bool:
 async def new_repo(reg: Registry, name: str) -> tuple[str, str]:
     """A repository with the registry's action installed and registered (``kfm hooks install``).
 
-    Returns (repo, install commit); the install commit is bundled like any other.
+    Returns (repo, install commit) once the install commit (bundled like any other) has its row.
     """
     repo = f"{name}-{uuid.uuid4().hex[:8]}"
     lakefs = LakeFS(reg.settings)
@@ -183,7 +183,12 @@ async def new_repo(reg: Registry, name: str) -> tuple[str, str]:
     finally:
         lakefs.close()
     out = run_kfm(reg.env, "hooks", "install", "--repo", repo, "--branch", "main", "--url", reg.hook_url)
-    return repo, json.loads(out.stdout.splitlines()[0])["commit"]
+    install = str(json.loads(out.stdout.splitlines()[0])["commit"])
+    deadline = time.monotonic() + 120  # recorded before the test counts rows
+    while await missing_rows(reg.settings, [install]):
+        assert time.monotonic() < deadline, f"install commit {install} not recorded"
+        await asyncio.sleep(0.5)
+    return repo, install
 
 
 async def commit_file(lakefs: LakeFS, repo: str, branch: str, i: int, size: int = 64) -> str:
