@@ -20,14 +20,14 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.integration.helpers import ROOT, hooks_server, run_kfm, worker_process
+from tests.integration.helpers import ROOT, hooks_server, logs_dir, run_kfm, worker_process
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import NotFound, open_bucket
 from worker.agents.ledger_io import LedgerReader
@@ -288,10 +288,12 @@ class Outcome:
 
 
 async def converge(reg: Registry, out: Outcome, repos: list[str], fault_ended: float, *,
-                   within: float = 240.0, check_coverage: bool = True) -> dict[str, Any]:
+                   within: float = 240.0, check_coverage: bool = True,
+                   extra: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Wait until every commit has a row (and coverage is clean), then check the whole registry.
 
-    Records the figures in ``out.figures`` and writes them; the caller asserts on them.
+    Records the figures (plus ``extra()``'s) in ``out.figures`` and writes them; the caller
+    asserts on them.
     """
     loop_deadline = time.monotonic() + within
     missing = list(out.commits)
@@ -336,6 +338,8 @@ async def converge(reg: Registry, out: Outcome, repos: list[str], fault_ended: f
         "notes": out.notes,
         "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if extra is not None:
+        out.figures.update(await extra())
     out.figures["_detail"] = {"missing": missing, "verify": verify_out[-2000:],
                               "replay": replay.stdout[-2000:], "coverage": cov_out[-2000:]}
     record(reg.stack, out.figures)
@@ -365,6 +369,16 @@ def assert_converged(fig: dict[str, Any], *, expect_coverage: bool = True) -> No
     assert not fig["half_written"], fig["half_written"]
     if expect_coverage and fig["coverage_exit"] is not None:
         assert fig["coverage_exit"] == 0, detail.get("coverage")
+
+
+def retried(reg: Registry, commits: list[str]) -> list[str]:
+    """Commits whose bundle run hit the fault (a ``bundle.retry`` in the registry worker's log)."""
+    log = logs_dir(reg.env) / f"worker-{reg.env['KFM_TOPIC_PREFIX']}worker.log"
+    hit = set()
+    for line in iter_lines(log):
+        if line.startswith("{") and '"bundle.retry"' in line:
+            hit.add(json.loads(line).get("commit_id"))
+    return [c for c in commits if c in hit]
 
 
 def iter_lines(path: Path) -> Iterator[str]:

@@ -23,6 +23,7 @@ from tests.faults.harness import (
     ledger_rows,
     missing_rows,
     new_repo,
+    retried,
 )
 from worker._internal.lakefs import LakeFS
 
@@ -48,5 +49,6 @@ async def test_broker_sigkilled_and_restarted_mid_stream(registry: Registry, lak
     lost_webhooks = await missing_rows(registry.settings, during)
     out.notes.append(f"broker restart took {down_for:.1f}s; {len(lost_webhooks)} of {len(during)} commits made "
                      "during the outage had no row when it ended")
+    out.notes.append(f"{len(retried(registry, out.commits))} bundle runs hit the outage (bundle.retry)")
     fig = await converge(registry, out, [repo], ended)
     assert_converged(fig)

@@ -11,7 +11,6 @@ the fault" are the ones being staged when it began.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
@@ -21,11 +20,11 @@ from tests.faults.harness import (
     Registry,
     assert_converged,
     converge,
-    iter_lines,
     ledger_rows,
     new_repo,
+    retried,
 )
-from tests.integration.helpers import end_offsets, logs_dir, read_since
+from tests.integration.helpers import end_offsets, read_since
 from worker._internal.lakefs import LakeFS
 from worker.constants import TOPIC_EVENTS
 
@@ -65,11 +64,8 @@ async def test_lakefs_stopped_while_staging(registry: Registry, lakefs: LakeFS) 
     await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - stopped)))
     registry.stack.ctl("start-lakefs")
     ended = time.monotonic()
-    log = logs_dir(registry.env) / f"worker-{registry.env['KFM_TOPIC_PREFIX']}worker.log"
-    retried = {json.loads(x).get("commit_id") for x in iter_lines(log)
-               if x.startswith("{") and '"bundle.retry"' in x}
-    hit = sorted(c for c in out.commits if c in retried)
-    out.notes.append(f"{len(hit)} of {len(out.commits)} staged commits hit the outage (bundle.retry/failed)")
+    hit = retried(registry, out.commits)
+    out.notes.append(f"{len(hit)} of {len(out.commits)} staged commits hit the outage (bundle.retry)")
     fig = await converge(registry, out, [repo], ended)
     assert_converged(fig)
     assert hit, "lakeFS was not down while a commit was staged"
