@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -80,15 +79,17 @@ def fault_stack() -> Iterator[FaultStack]:
 
 @pytest.fixture(scope="session")
 def registry(fault_stack: FaultStack) -> Iterator[Registry]:
-    """One registry on the private stack with its worker and hooks server running."""
+    """One registry on the private stack with its worker and hooks server running.
+
+    Each test's repository is watched the documented way: ``kfm hooks install`` registers the
+    branch, and the reconciler covers it from the install commit on (docs/coverage.md).
+    """
     prefix = unique("faults") + "."
     env = isolated_registry(fault_stack.env, prefix, unique("kfm-faults"))
     env.update({
         "KFM_RECONCILE_INTERVAL_S": RECONCILE_INTERVAL_S,
         # A commit seen but never recorded (its bundle run died with Kafka) is requested again after this.
         "KFM_RECONCILE_PENDING_TIMEOUT_S": RECONCILE_PENDING_TIMEOUT_S,
-        # Tests run minutes, not days: every commit of a watched branch since the session started counts.
-        "KFM_RECONCILE_SINCE": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     })
     settings = load_settings({**os.environ, **env})
     port = free_port()

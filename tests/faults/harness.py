@@ -385,3 +385,30 @@ def iter_lines(path: Path) -> Iterator[str]:
     """Lines of a log file (the worker's JSON lines) that exist now."""
     if path.exists():
         yield from path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def markdown_table(lines: list[str]) -> str:
+    """The table of docs/reliability.md from fault-figures.jsonl lines (runs add up per fault)."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in lines:
+        if line.strip():
+            fig = json.loads(line)
+            by.setdefault((fig["fault"], fig["input_class"]), []).append(fig)
+    rows = ["| fault | input | tries | commits made | rows recorded | rows lost | rows doubled "
+            "| end of fault to full coverage (median / max) |", "|---|---|---|---|---|---|---|---|"]
+    for (fault, input_class), figs in by.items():
+        times = sorted(f["seconds_from_fault_end_to_full_coverage"] for f in figs
+                       if f["seconds_from_fault_end_to_full_coverage"] is not None)
+        timing = f"{times[len(times) // 2]:.1f} s / {times[-1]:.1f} s" if times else "never"
+        rows.append(f"| {fault} | {input_class} | {sum(f['tries'] for f in figs)} "
+                    f"| {sum(f['commits_made'] for f in figs)} | {sum(f['rows_recorded'] for f in figs)} "
+                    f"| {sum(f['rows_lost'] for f in figs)} | {sum(f['rows_doubled'] or 0 for f in figs)} | {timing} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m tests.faults.harness [.stack-faults/fault-figures.jsonl]
+    import sys
+
+    src = Path(sys.argv[1] if len(sys.argv) > 1 else PRIVATE_STACK["KFM_STACK_DIR"])
+    src = src / "fault-figures.jsonl" if src.is_dir() else src
+    print(markdown_table(src.read_text(encoding="utf-8").splitlines()))
