@@ -87,9 +87,8 @@ class Producer:
         Raises:
             TransientError: not acknowledged within the timeout.
         """
-        producer = await self._ensure()
 
-        async def _txn() -> tuple[int, int]:
+        async def _txn(producer: AIOKafkaProducer) -> tuple[int, int]:
             await producer.begin_transaction()
             meta = await producer.send_and_wait(
                 topic, value=value, key=key, headers=list(headers), partition=partition
@@ -98,8 +97,11 @@ class Producer:
             return int(meta.partition), int(meta.offset)
 
         async with self._send_lock:
+            # Taken under the lock: a send that failed while this one waited abandoned the
+            # producer with its transaction open, and beginning another on it would fail.
+            producer = await self._ensure()
             try:
-                return await asyncio.wait_for(_txn(), self._timeout_s)
+                return await asyncio.wait_for(_txn(producer), self._timeout_s)
             except (KafkaError, OSError, TimeoutError) as e:
                 self._abandon(producer)
                 raise TransientError(f"publish to {topic} failed: {type(e).__name__}") from e
