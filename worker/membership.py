@@ -60,6 +60,16 @@ def group_instance_id(settings: Settings, group: str) -> str | None:
 
 
 def _claim_slot(directory: Path) -> int:
+    try:
+        return _lowest_free(directory)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot take a worker slot in {directory} ({e.strerror}): make KFM_WORK_DIR writable "
+            "or set KFM_WORKER_INSTANCE_ID"
+        ) from e
+
+
+def _lowest_free(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     for slot in range(MAX_SLOTS):
         f = (directory / f"{slot}.lock").open("ab")

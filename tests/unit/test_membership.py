@@ -58,3 +58,10 @@ def test_a_dead_workers_slot_is_taken_by_its_restart(tmp_path: Path) -> None:
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert first == again == f"{socket.gethostname()}-0\n"
+
+
+def test_an_unwritable_work_dir_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="KFM_WORKER_INSTANCE_ID"):
+        membership.group_instance_id(_settings(blocker), "g")
