@@ -206,8 +206,21 @@ async def missing_rows(settings: Settings, commits: list[str]) -> list[str]:
         return [c for c in commits if await reader.row_for(c) is None]
 
 
-def ledger_rows(env: dict[str, str]) -> tuple[int, str]:
-    """(rows, output) of ``kfm ledger verify``; rows is -1 when it fails."""
+def ledger_rows(env: dict[str, str], settle: float = 30.0) -> tuple[int, str]:
+    """(rows, output) of ``kfm ledger verify``; rows is -1 when it still fails after ``settle`` seconds.
+
+    A verify that runs while the writer is between its commit point and the batch's checkpoint
+    can fail for that moment; it is asked again until the ledger settles.
+    """
+    deadline = time.monotonic() + settle
+    while True:
+        rows, text = _verify_once(env)
+        if rows >= 0 or time.monotonic() > deadline:
+            return rows, text
+        time.sleep(1.0)
+
+
+def _verify_once(env: dict[str, str]) -> tuple[int, str]:
     if _verify_has_json(env):
         r = run_kfm(env, "ledger", "verify", "--json", check=False)
         if r.returncode == 0:
@@ -316,7 +329,7 @@ async def converge(reg: Registry, out: Outcome, repos: list[str], fault_ended: f
     replay = run_kfm(reg.env, "audit", "replay", check=False)
     problems = await half_written(reg.settings, out.commits)
     recorded = len(out.commits) - len(missing)
-    added = rows_after - out.rows_before if rows_after >= 0 else None
+    added = rows_after - out.rows_before if rows_after >= 0 and out.rows_before >= 0 else None
     out.figures = {
         "fault": out.fault,
         "input_class": out.input_class,
