@@ -163,11 +163,6 @@ class Registry:
         return lambda **extra: hooks_server(env, KFM_HOOKS_PORT=str(port), **extra)
 
 
-def has_verb(env: dict[str, str], *verb: str) -> bool:
-    """Whether ``kfm <verb>`` exists (e.g. ``coverage``, landing with the reconciler)."""
-    return run_kfm(env, *verb, "--help", check=False).returncode == 0
-
-
 # --- lakeFS ----------------------------------------------------------------------
 
 
@@ -310,12 +305,11 @@ async def converge(reg: Registry, out: Outcome, repos: list[str], fault_ended: f
     """
     loop_deadline = time.monotonic() + within
     missing = list(out.commits)
-    coverage_verb = has_verb(reg.env, "coverage")
-    cov_rc, cov_out = -1, "kfm coverage not available"
+    cov_rc, cov_out = -1, "kfm coverage not run"
     while time.monotonic() < loop_deadline:
         missing = await missing_rows(reg.settings, out.commits)
         if not missing:
-            if not (coverage_verb and check_coverage):
+            if not check_coverage:
                 break
             results = [coverage(reg.env, r) for r in repos]
             cov_rc = max(rc for rc, _ in results)
@@ -341,7 +335,7 @@ async def converge(reg: Registry, out: Outcome, repos: list[str], fault_ended: f
         "seconds_from_fault_end_to_full_coverage": to_coverage,
         "ledger_verify_ok": rows_after >= 0,
         "audit_replay": replay.stdout.split(":")[0] if replay.stdout else f"rc={replay.returncode}",
-        "coverage_exit": cov_rc if coverage_verb and check_coverage else None,
+        "coverage_exit": cov_rc if check_coverage else None,
         "half_written": problems,
         "orphan_evidence_runs": await orphan_evidence(reg.settings, out.commits),
         "reconciler_interval_s": reg.settings.reconcile_interval_s,
