@@ -252,6 +252,17 @@ async def test_verify_from_a_trusted_checkpoint_checks_only_newer_rows(
     (tmp_path / "forged.note").write_bytes(forged)
     r = run_kfm(env, "ledger", "verify", "--from", str(tmp_path / "forged.note"), check=False)
     assert r.returncode == 1 and "history was rewritten" in r.stdout, r.stdout
+    # An archived checkpoint beyond both the published checkpoint and the writer's head
+    # means rows that were vouched for are gone (truncation), not an append in progress.
+    ahead = sign_checkpoint(checkpoint_origin(settings.checkpoint_name, settings.s3_bucket), size + 5,
+                            bytes(32), settings.checkpoint_name, key)
+    async with open_bucket(settings) as b:
+        await b.put(checkpoint_key(size + 5), ahead)
+        try:
+            r = run_kfm(env, "ledger", "verify", check=False)
+            assert r.returncode == 1 and "rows were removed" in r.stdout, r.stdout
+        finally:
+            await b.delete(checkpoint_key(size + 5))
 
 
 async def test_mirror_disagreement_and_proofs(env: dict[str, str], settings: Settings) -> None:

@@ -27,12 +27,13 @@ from aiokafka.errors import KafkaError
 from worker.agents.ledger_io import LedgerReader, checkpoint_key, commit_key, verify_note
 from worker.agents.recording import parquet_key, verify_candidate
 from worker.agents.runtime import Runtime
-from worker.constants import CHECKPOINTS_PREFIX, META_PREFIX, TOPIC_INDEX_CANDIDATES
+from worker.constants import CHECKPOINTS_PREFIX, LEDGER_HEAD_KEY, META_PREFIX, TOPIC_INDEX_CANDIDATES
 from worker.errors import IntegrityError, TransientError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger import merkle
 from worker.ledger.chain import BundleCheck, LineChecker, check_bundle, link
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from worker.ledger.head import MAX_HEAD_BYTES, Head
 from worker.ledger.mirror import check_mirrors
 from worker.ledger.row import GENESIS_PREV, LedgerRow, leaf_bytes, parse_candidate, parse_line
 from worker.ledger.tiles import (
@@ -79,13 +80,27 @@ async def _archived(reader: LedgerReader, trusted: TrustedKeys, after: int, size
         return cp if after < cp.size else None
 
     found = [cp for cp in await asyncio.gather(*(one(k) for k in keys)) if cp is not None]
-    for cp in found:
-        if cp.size > size:
+    beyond = [cp.size for cp in found if cp.size > size]
+    if beyond:
+        # The writer archives a checkpoint before it publishes it, so a checkpoint
+        # beyond the published one is an append in progress (or one a crash
+        # interrupted, which the next start finishes) while the head covers it.
+        # Beyond the head, rows that were vouched for are gone.
+        head = await _head_size(reader)
+        if max(beyond) > head:
             raise VerificationError(
-                f"the ledger has {size} rows but checkpoint {checkpoint_key(cp.size)} vouches for "
-                f"{cp.size}; rows were removed"
+                f"the ledger has {max(size, head)} rows but checkpoint {checkpoint_key(max(beyond))} "
+                f"vouches for {max(beyond)}; rows were removed"
             )
-    return {cp.size: cp.root for cp in found}
+    return {cp.size: cp.root for cp in found if cp.size <= size}
+
+
+async def _head_size(reader: LedgerReader) -> int:
+    try:
+        data, _ = await reader.bucket.get(LEDGER_HEAD_KEY, MAX_HEAD_BYTES)
+    except IntegrityError:
+        return 0
+    return Head.from_bytes(data).size
 
 
 class _TileCheck:

@@ -86,20 +86,14 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: 
             break
         except TransientError as e:
             if attempt == rt.settings.bundle_retries:
-                await _dead_letter(rt, value, headers, f"retries exhausted: {e}")
-                await emit(rt, "bundle.failed", event, reason=str(e), retryable=True)
-                await _best_effort("bundle.failed_marker_failed", event,
-                                   markers.mark_failed(rt.bucket, event, f"retries exhausted: {e}", retryable=True))
+                await _give_up(rt, event, value, headers, f"retries exhausted: {e}", retryable=True)
                 return False
             log.warning("bundle.retry", attempt=attempt + 1, error=str(e), commit_id=event.commit_id)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         except Error as e:
             log.error("bundle.rejected", error=e.diagnostics(), commit_id=event.commit_id)
-            await _dead_letter(rt, value, headers, e.diagnostics())
-            await emit(rt, "bundle.failed", event, reason=e.diagnostics(), retryable=False)
-            await _best_effort("bundle.failed_marker_failed", event,
-                               markers.mark_failed(rt.bucket, event, e.diagnostics(), retryable=False))
+            await _give_up(rt, event, value, headers, e.diagnostics(), retryable=False)
             return False
     candidate = candidate_of(published, rt.settings.producer_name).to_bytes()
     # Bookkeeping that must survive cancellation: the bundle is stored, so its
@@ -115,6 +109,20 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: 
     return True
 
 
+async def _give_up(
+    rt: Runtime, event: CommitEvent, value: bytes, headers: list[tuple[str, bytes]], reason: str, *,
+    retryable: bool,
+) -> None:
+    """Record a commit's bundle as failed: the marker in the bucket first, because it is
+    what the reconciler and `kfm coverage` read; then the dead letter and the governance
+    event, which need Kafka (often the very thing that is down when retries run out)."""
+    await _best_effort("bundle.failed_marker_failed", event,
+                       markers.mark_failed(rt.bucket, event, reason, retryable=retryable))
+    await _best_effort("bundle.dead_letter_failed", event, _dead_letter(rt, value, headers, reason))
+    await _best_effort("bundle.failed_event_failed", event,
+                       emit(rt, "bundle.failed", event, reason=reason, retryable=retryable))
+
+
 async def _recorded(rt: Runtime, event: CommitEvent) -> bool:
     """Whether the commit has a ledger row; False when the ledger cannot be read (then bundle anyway)."""
     try:
@@ -125,7 +133,8 @@ async def _recorded(rt: Runtime, event: CommitEvent) -> bool:
 
 
 async def _best_effort(what: str, event: CommitEvent, work: Coroutine[Any, Any, object]) -> None:
-    """Coverage markers must not stop a bundle: a lost marker costs one extra request later."""
+    """Bookkeeping that must not stop the stream: a lost marker costs one extra request
+    later, a lost dead letter or event leaves the failure in the logs and the marker."""
     try:
         await work
     except Error as e:
