@@ -28,11 +28,14 @@ from tests.integration.helpers import (
 )
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
-from worker.agents.ledger_io import checkpoint_key, commit_key
+from worker.agents.ledger_io import checkpoint_key, checkpoint_origin, commit_key
 from worker.agents.recording import parquet_key
 from worker.config import Settings
 from worker.constants import HOOK_TOKEN_HEADER, LEDGER_HEAD_KEY, META_PREFIX
+from worker.keys import load_private_key
+from worker.ledger import merkle
 from worker.ledger.chain import verify_jsonl
+from worker.ledger.checkpoint import sign_checkpoint
 from worker.ledger.head import Head
 from worker.ledger.tiles import entries_key, tile_key
 
@@ -233,20 +236,16 @@ async def test_a_tampered_tile_is_named(env: dict[str, str], settings: Settings)
 async def test_verify_from_a_trusted_checkpoint_checks_only_newer_rows(
     env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:
-    size = len((await _jsonl(settings)).splitlines())
-    async with open_bucket(settings) as b:
-        sizes = sorted(int(k.rsplit("/", 1)[1][:-5]) for k in await b.list_keys("checkpoints/"))
-        old = next(s for s in sizes if 1 < s < size)
-        note, _ = await b.get(checkpoint_key(old), 1 << 16)
+    lines = (await _jsonl(settings)).splitlines()
+    size, old = len(lines), len(lines) // 2
+    # A monitor's copy of an earlier checkpoint: the root of the first `old` rows, signed.
+    key = load_private_key(Path(env["KFM_SIGNING_KEY"]))
+    origin = checkpoint_origin(settings.checkpoint_name, settings.s3_bucket)
+    note = sign_checkpoint(origin, old, merkle.root(lines[:old]), settings.checkpoint_name, key)
     (tmp_path / "trusted.note").write_bytes(note)
     r = run_kfm(env, "ledger", "verify", "--from", str(tmp_path / "trusted.note"))
     assert r.stdout.startswith(f"OK: rows {old}..{size}"), r.stdout
     # A checkpoint of the same size but another root (a forked history) is refused.
-    from worker.agents.ledger_io import checkpoint_origin
-    from worker.keys import load_private_key
-    from worker.ledger.checkpoint import sign_checkpoint
-
-    key = load_private_key(Path(env["KFM_SIGNING_KEY"]))
     forged = sign_checkpoint(checkpoint_origin(settings.checkpoint_name, settings.s3_bucket), old,
                              bytes(32), settings.checkpoint_name, key)
     (tmp_path / "forged.note").write_bytes(forged)

@@ -65,7 +65,11 @@ class VerifyReport:
 
 async def _archived(reader: LedgerReader, trusted: TrustedKeys, after: int, size: int) -> dict[int, bytes]:
     """Roots of the archived checkpoints of sizes in ``(after, size]``, each verified."""
-    keys = [k for k in await reader.bucket.list_keys(CHECKPOINTS_PREFIX) if k.endswith(".note")]
+    # Keys carry the size, zero-padded: those at or below `after` are skipped unread.
+    keys = [
+        k for k in await reader.bucket.list_keys(CHECKPOINTS_PREFIX)
+        if k.endswith(".note") and _archived_size(k) > after
+    ]
     sem = asyncio.Semaphore(_IN_FLIGHT)
 
     async def one(key: str) -> Checkpoint | None:
@@ -93,6 +97,13 @@ async def _archived(reader: LedgerReader, trusted: TrustedKeys, after: int, size
                 f"vouches for {max(beyond)}; rows were removed"
             )
     return {cp.size: cp.root for cp in found if cp.size <= size}
+
+
+def _archived_size(key: str) -> int:
+    """The size an archived checkpoint's key names (a key of another form is
+    always read, and refused by its own check)."""
+    name = key.removeprefix(CHECKPOINTS_PREFIX).removesuffix(".note")
+    return int(name) if name.isdigit() else 10**18
 
 
 async def _head_size(reader: LedgerReader) -> int:
@@ -202,15 +213,8 @@ async def verify_registry(
     async with _BundleChecker(cp.size - start) as check:
         async for first, data, part in check.stream(reader.bundles(start, cp.size), start):  # 2-4
             checker.absorb(part)
-            leaves = part.leaf_hashes
-            for i in range(0, len(leaves), merkle.HASH_SIZE):
-                for tile, tdata in edge.append(leaves[i : i + merkle.HASH_SIZE]):
-                    await tiles.expect(tile, tdata)
-                if edge.size in archived and archived[edge.size] != edge.root():
-                    raise VerificationError(
-                        f"the ledger's root at size {edge.size} differs from the signed checkpoint of that "
-                        "size: history was rewritten"
-                    )
+            for tile, tdata in _grow(edge, part, archived):
+                await tiles.expect(tile, tdata)
             if derived:
                 lines = data.split(b"\n")[:-1]
                 rows = [parse_line(x, first + i + 1) for i, x in enumerate(lines) if first + i >= start]
@@ -227,6 +231,35 @@ async def verify_registry(
     report.rows, report.root, report.checkpoints = cp.size, cp.root.hex(), len(archived) + 1
     report.tiles, report.seconds = tiles.count, time.perf_counter() - started
     return report
+
+
+def _grow(edge: TreeEdge, part: BundleCheck, archived: dict[int, bytes]) -> list[tuple[Tile, bytes]]:
+    """Add a checked bundle's leaves to the tree; check archived roots on the way.
+
+    A full bundle at a tile boundary with no archived size inside goes in as a
+    whole tile (its root was computed with the bundle, in the pool).
+    """
+    end = edge.size + part.count
+    if part.tile_root is not None and edge.size % TILE_WIDTH == 0 and not any(
+        edge.size < s < end for s in archived
+    ):
+        done = edge.append_tile(part.leaf_hashes, part.tile_root)
+        _check_root(edge, archived)
+        return done
+    done = []
+    leaves = part.leaf_hashes
+    for i in range(0, len(leaves), merkle.HASH_SIZE):
+        done += edge.append(leaves[i : i + merkle.HASH_SIZE])
+        _check_root(edge, archived)
+    return done
+
+
+def _check_root(edge: TreeEdge, archived: dict[int, bytes]) -> None:
+    if edge.size in archived and archived[edge.size] != edge.root():
+        raise VerificationError(
+            f"the ledger's root at size {edge.size} differs from the signed checkpoint of that "
+            "size: history was rewritten"
+        )
 
 
 async def _continue_from(

@@ -29,6 +29,7 @@ from worker.ledger.row import (
     parse_jsonl,
     parse_line,
 )
+from worker.ledger.tiles import TILE_WIDTH, perfect_root
 
 __all__ = ["BundleCheck", "LineChecker", "check_bundle", "link", "next_row", "verify_chain", "verify_jsonl"]
 
@@ -206,6 +207,7 @@ class BundleCheck:
     last_hash: str | None
     leaf_hashes: bytes
     prefixes: array[int]
+    tile_root: bytes | None = None  # perfect root of the 256 leaf hashes of a full bundle
 
 
 def check_bundle(data: bytes, first_seq: int, skip: int = 0) -> BundleCheck:
@@ -222,15 +224,17 @@ def check_bundle(data: bytes, first_seq: int, skip: int = 0) -> BundleCheck:
     if lines[-1]:
         raise VerificationError(f"entry bundle at seq {first_seq}: no final newline (truncated write?)")
     checker = LineChecker(seq=first_seq + skip, prev=None)
-    leaves = bytearray()
+    hashes: list[bytes] = []
     for line in lines[skip:-1]:
         checker.check(line)
-        leaves += hashlib.sha256(b"\x00" + line).digest()
+        hashes.append(hashlib.sha256(b"\x00" + line).digest())
+    leaves = b"".join(hashes)
     return BundleCheck(
         first_seq=first_seq + skip,
         count=checker.seq - first_seq - skip,
         first_prev=checker.first_prev,
         last_hash=checker.prev,
-        leaf_hashes=bytes(leaves),
+        leaf_hashes=leaves,
         prefixes=checker._prefixes,
+        tile_root=perfect_root(hashes) if len(hashes) == TILE_WIDTH else None,
     )

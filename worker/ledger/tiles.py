@@ -165,10 +165,33 @@ class TreeEdge:
 
     def append(self, leaf_hash: bytes) -> list[tuple[Tile, bytes]]:
         """Add one leaf hash; return the tiles this completed (full tiles)."""
-        full: list[tuple[Tile, bytes]] = []
         self.levels[0].append(leaf_hash)
         self.size += 1
-        level = 0
+        return self._carry(0)
+
+    def append_tile(self, hashes: bytes, root: bytes) -> list[tuple[Tile, bytes]]:
+        """Add a whole level-0 tile (256 leaf hashes, and their subtree root) at once.
+
+        For a verifier that hashed a full entry bundle elsewhere (a process
+        pool): one call instead of 256. ``root`` is trusted to be the perfect
+        root of ``hashes``; the caller computed both from the rows.
+
+        Raises:
+            ValueError: the tree does not end at a tile boundary, or the tile
+                is not 256 hashes.
+        """
+        if self.levels[0] or len(hashes) != TILE_WIDTH * _HASH:
+            raise ValueError("a whole tile goes only at a tile boundary and holds 256 hashes")
+        full = [(Tile(0, self.size >> TILE_HEIGHT, TILE_WIDTH), hashes)]
+        self.size += TILE_WIDTH
+        if len(self.levels) == 1:
+            self.levels.append([])
+        self.levels[1].append(root)
+        return full + self._carry(1)
+
+    def _carry(self, level: int) -> list[tuple[Tile, bytes]]:
+        """Close every level whose tile became full, from ``level`` up."""
+        full: list[tuple[Tile, bytes]] = []
         while len(self.levels[level]) == TILE_WIDTH:
             hashes = self.levels[level]
             index = (self.size >> (TILE_HEIGHT * (level + 1))) - 1

@@ -137,3 +137,19 @@ def test_a_tampered_tile_changes_the_root() -> None:
     assert root_at(600, 600, bad.__getitem__) != root_at(600, 600, store.__getitem__)
     assert root_at(600, 600, store.__getitem__) == merkle.root(leaves(600))
     assert TILE_WIDTH == 256
+
+
+def test_a_whole_tile_appended_at_once_equals_leaf_by_leaf() -> None:
+    n = 256 * 256 + 256 * 3
+    hashes = [merkle.leaf_hash(x) for x in leaves(n)]
+    one, whole = TreeEdge(), TreeEdge()
+    tiles_one, tiles_whole = [], []
+    for h in hashes:
+        tiles_one += one.append(h)
+    for i in range(0, n, 256):
+        chunk = hashes[i : i + 256]
+        tiles_whole += whole.append_tile(b"".join(chunk), merkle.root_from_hashes(chunk))
+    assert tiles_whole == tiles_one and whole.levels == one.levels and whole.root() == one.root()
+    with pytest.raises(ValueError, match="boundary"):
+        whole.append(hashes[0])
+        whole.append_tile(b"".join(hashes[:256]), merkle.root_from_hashes(hashes[:256]))
