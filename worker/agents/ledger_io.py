@@ -150,8 +150,18 @@ class LedgerReader:
             async with sem:
                 try:
                     return (await self.bucket.get(tile.key, TILE_WIDTH * merkle.HASH_SIZE))[0]
-                except NotFound as e:
-                    raise VerificationError(f"tile {tile.key} is missing") from e
+                except NotFound:
+                    pass
+                # A partial tile is deleted once its tile is full (tlog-tiles allows it): a
+                # reader of an older checkpoint takes the full tile's prefix instead.
+                if tile.width < TILE_WIDTH:
+                    full = Tile(tile.level, tile.index, TILE_WIDTH)
+                    try:
+                        data = (await self.bucket.get(full.key, TILE_WIDTH * merkle.HASH_SIZE))[0]
+                        return data[: tile.width * merkle.HASH_SIZE]
+                    except NotFound:
+                        pass
+                raise VerificationError(f"tile {tile.key} is missing")
 
         return dict(zip(wanted, await asyncio.gather(*(one(t) for t in wanted)), strict=True))
 
@@ -163,8 +173,19 @@ class LedgerReader:
         """
         try:
             return (await self.bucket.get(entries_key(index, width), _BUNDLE_MAX))[0]
-        except NotFound as e:
-            raise VerificationError(f"entry bundle {entries_key(index, width)} is missing") from e
+        except NotFound:
+            pass
+        # As for tiles: a partial bundle may be gone once its bundle is full.
+        if width < TILE_WIDTH:
+            try:
+                full = (await self.bucket.get(entries_key(index, TILE_WIDTH), _BUNDLE_MAX))[0]
+            except NotFound:
+                pass
+            else:
+                lines = full.split(b"\n")
+                if len(lines) > width:
+                    return b"\n".join(lines[:width]) + b"\n"
+        raise VerificationError(f"entry bundle {entries_key(index, width)} is missing")
 
     async def bundles(
         self, start: int, end: int, tree_size: int | None = None

@@ -36,7 +36,7 @@ from opentelemetry import trace
 
 from worker._internal.s3 import AlreadyExists, Bucket, NotFound
 from worker.agents.governance import emit_raw
-from worker.agents.ledger_io import checkpoint_key, checkpoint_origin, commit_key, verify_note
+from worker.agents.ledger_io import LedgerReader, checkpoint_key, checkpoint_origin, commit_key, verify_note
 from worker.agents.runtime import Runtime
 from worker.bundle.attest import verify_envelope
 from worker.constants import (
@@ -48,7 +48,7 @@ from worker.constants import (
     LEDGER_HEAD_KEY,
     META_PREFIX,
 )
-from worker.errors import IntegrityError, VerificationError
+from worker.errors import Error, IntegrityError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger.chain import LineChecker, verify_jsonl
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, sign_checkpoint
@@ -56,7 +56,7 @@ from worker.ledger.head import MAX_HEAD_BYTES, Head
 from worker.ledger.mirror import sidecar_yaml, to_parquet
 from worker.ledger.row import MAX_LINE_BYTES, IndexCandidate, LedgerRow, leaf_bytes, parse_candidate, parse_line
 from worker.ledger.state import Appended, Appender, BatchObjects, Duplicate, Tip, extend
-from worker.ledger.tiles import TILE_WIDTH, Tile, edge_from_tiles, entries_key, tiles_for_size
+from worker.ledger.tiles import TILE_WIDTH, edge_from_tiles, entries_key, tiles_for_size
 
 __all__ = [
     "LedgerStore",
@@ -226,7 +226,26 @@ class LedgerStore:
         wrote = any(await _gather_limited(jobs))
         await self._mirror(objects)
         wrote = await self._publish_checkpoint(head) or wrote
+        await self._drop_superseded(objects)
         return wrote
+
+    async def _drop_superseded(self, objects: BatchObjects) -> None:
+        """Delete the partial bundles and tiles of every bundle and tile this batch filled.
+
+        tlog-tiles allows it once the full one exists, and readers of an older
+        checkpoint fall back to the full object's prefix. Without it, a registry
+        that records commits one at a time would keep about 128 superseded rows per
+        row. Best effort, after the checkpoint moved: a failure costs only space.
+        """
+        prefixes = [entries_key(index, TILE_WIDTH) + ".p/" for index, width, _ in objects.bundles
+                    if width == TILE_WIDTH]
+        prefixes += [tile.key + ".p/" for tile, _ in objects.tiles if tile.width == TILE_WIDTH]
+        for prefix in prefixes:
+            try:
+                for key in await self.bucket.list_keys(prefix):
+                    await self.bucket.delete(key)
+            except Error as e:
+                log.warning("ledger.superseded_not_deleted", prefix=prefix, error=e.diagnostics())
 
     async def _mirror(self, objects: BatchObjects) -> None:
         """The Parquet file of each bundle this batch touched (the last one is
@@ -282,20 +301,15 @@ async def load_tip(bucket: Bucket, size: int) -> Tip:
     """
     if size == 0:
         return Tip()
-    fetched: dict[Tile, bytes] = {}
-    for tile in tiles_for_size(size):
-        try:
-            fetched[tile] = (await bucket.get(tile.key, TILE_WIDTH * 32))[0]
-        except NotFound as e:
-            raise VerificationError(f"ledger tile {tile.key} is missing for size {size}") from e
+    # Through the reader: after a batch filled a bundle, its partial objects are gone
+    # and the full ones' prefixes stand in (a restart can land on such a size).
+    reader = LedgerReader(bucket)
+    fetched = await reader.tiles(tiles_for_size(size))
     edge = edge_from_tiles(size, fetched.__getitem__)
     width = size % TILE_WIDTH
     index = size // TILE_WIDTH if width else size // TILE_WIDTH - 1
     key = entries_key(index, width or TILE_WIDTH)
-    try:
-        data = (await bucket.get(key, TILE_WIDTH * (MAX_LINE_BYTES + 1)))[0]
-    except NotFound as e:
-        raise VerificationError(f"ledger entry bundle {key} is missing for size {size}") from e
+    data = await reader.bundle(index, width or TILE_WIDTH)
     lines = data.split(b"\n")[:-1]
     if len(lines) != (width or TILE_WIDTH):
         raise VerificationError(f"ledger entry bundle {key} has {len(lines)} rows")
