@@ -57,6 +57,9 @@ log = structlog.get_logger("kfm.worker")
 instance_id = group_instance_id(settings, app_id(settings))
 log.info("worker.group_member", group=app_id(settings), group_instance_id=instance_id)
 
+_FAUST_DIR = Path(settings.work_dir or Path.cwd() / ".stack" / "work") / "faust"
+_FAUST_DIR.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+
 app = faust.App(
     app_id(settings),
     broker=f"kafka://{settings.kafka_bootstrap}",
@@ -65,6 +68,9 @@ app = faust.App(
     web_enabled=False,
     autodiscover=False,
     store="memory://",
+    # Faust makes a data directory even with in-memory tables: keep it under the work dir,
+    # not in whatever directory the worker was started from.
+    datadir=str(_FAUST_DIR / "{conf.name}-data"),
     topic_allow_declare=False,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
