@@ -98,13 +98,19 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: 
     candidate = candidate_of(published, rt.settings.producer_name).to_bytes()
     # Bookkeeping that must survive cancellation: the bundle is stored, so its
     # candidate must reach the writer even if the worker is being stopped.
-    await asyncio.shield(
-        rt.producer.send(
-            rt.settings.topic(TOPIC_INDEX_CANDIDATES),
-            candidate,
-            key=event_key(event.repository_id, event.commit_id),
+    try:
+        await asyncio.shield(
+            rt.producer.send(
+                rt.settings.topic(TOPIC_INDEX_CANDIDATES),
+                candidate,
+                key=event_key(event.repository_id, event.commit_id),
+            )
         )
-    )
+    except TransientError as e:
+        # The bundle is stored but the broker is gone: a retryable failure, so the
+        # reconciler asks again on its next passes (the rebuild finds the same bytes).
+        await _give_up(rt, event, value, headers, f"candidate not published: {e}", retryable=True)
+        return False
     log.info("bundle.candidate_published", commit_id=event.commit_id, sha256=published.bundle_sha256)
     return True
 
