@@ -107,15 +107,21 @@ class LedgerReader:
             VerificationError: the stored row object is malformed or names
                 another commit.
         """
+        found = await self._row_and_line(commit)
+        return None if found is None else found[0]
+
+    async def _row_and_line(self, commit: str) -> tuple[LedgerRow, bytes] | None:
+        """The commit's row and its line (the Merkle leaf), from its row object."""
         try:
-            line, _ = await self.bucket.get(commit_key(commit), MAX_LINE_BYTES)
+            data, _ = await self.bucket.get(commit_key(commit), MAX_LINE_BYTES)
         except NotFound:
             await self._refuse_legacy()
             return None
-        row = parse_line(line.rstrip(b"\n"), 1)
+        line = data.rstrip(b"\n")
+        row = parse_line(line, 1)
         if row.lakefs_commit != commit:
             raise VerificationError(f"{commit_key(commit)} holds the row of commit {row.lakefs_commit}")
-        return row
+        return row, line
 
     async def note(self) -> bytes | None:
         """The latest public checkpoint's bytes, or None for an empty ledger."""
@@ -228,17 +234,16 @@ class LedgerReader:
                 by a signed checkpoint.
             VerificationError: the proof does not verify.
         """
-        row = await self.row_for(commit)
-        if row is None:
+        found = await self._row_and_line(commit)
+        if found is None:
             raise IntegrityError(f"no ledger row for commit {commit}")
+        row, leaf = found
         cp, note = await self.checkpoint()
         if row.seq >= cp.size:
             raise IntegrityError(
                 f"row seq {row.seq} of commit {commit} is not yet covered by a signed checkpoint "
                 f"(size {cp.size}); retry in a moment"
             )
-        line, _ = await self.bucket.get(commit_key(commit), MAX_LINE_BYTES)
-        leaf = line.rstrip(b"\n")
         needed = tiles_needed(lambda src: inclusion_proof(row.seq, cp.size, src))
         fetched = await self.tiles(needed)
         proof = inclusion_proof(row.seq, cp.size, fetched.__getitem__)

@@ -23,7 +23,6 @@ worker exactly there (``KFM_FAULT_INJECT=ledger.after_head``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 from collections.abc import Awaitable, Iterable
@@ -39,6 +38,7 @@ from worker.agents.governance import emit_raw
 from worker.agents.ledger_io import LedgerReader, checkpoint_key, checkpoint_origin, commit_key, verify_note
 from worker.agents.runtime import Runtime
 from worker.bundle.attest import verify_envelope
+from worker.canonical import sha256_hex
 from worker.constants import (
     CHECKPOINTS_PREFIX,
     INDEX_JSONL_KEY,
@@ -54,7 +54,14 @@ from worker.ledger.chain import LineChecker, verify_jsonl
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, sign_checkpoint
 from worker.ledger.head import MAX_HEAD_BYTES, Head
 from worker.ledger.mirror import sidecar_yaml, to_parquet
-from worker.ledger.row import MAX_LINE_BYTES, IndexCandidate, LedgerRow, leaf_bytes, parse_candidate, parse_line
+from worker.ledger.row import (
+    GENESIS_PREV,
+    IndexCandidate,
+    LedgerRow,
+    leaf_bytes,
+    parse_candidate,
+    parse_line,
+)
 from worker.ledger.state import Appended, Appender, BatchObjects, Duplicate, Tip, extend
 from worker.ledger.tiles import TILE_WIDTH, edge_from_tiles, entries_key, tiles_for_size
 
@@ -322,14 +329,10 @@ async def load_tip(bucket: Bucket, size: int) -> Tip:
 def _replay_head(base: Tip, head: Head) -> tuple[Tip, BatchObjects, list[LedgerRow]]:
     """Re-link the head's rows onto the tip before it (they must continue its chain)."""
     prev = leaf_bytes(base.tail) if base.tail else None
-    checker = LineChecker(seq=base.size, prev=_sha(prev) if prev is not None else "0" * 64)
+    checker = LineChecker(seq=base.size, prev=sha256_hex(prev) if prev is not None else GENESIS_PREV)
     rows = [checker.check(line) for line in head.lines]
     tip, objects = extend(base, head.lines, rows[-1] if rows else base.tail)
     return tip, objects, rows
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 async def migrate_legacy(bucket: Bucket, origin: str, key: Ed25519PrivateKey, key_name: str) -> int:
@@ -389,16 +392,10 @@ async def verify_candidate(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys)
 
 async def _recorded_rows(bucket: Bucket, commits: Iterable[str]) -> dict[str, LedgerRow]:
     """The rows already recorded for ``commits``: one read per commit, concurrently."""
-
-    async def one(commit: str) -> tuple[str, LedgerRow | None]:
-        try:
-            line, _ = await bucket.get(commit_key(commit), MAX_LINE_BYTES)
-        except NotFound:
-            return commit, None
-        return commit, parse_line(line.rstrip(b"\n"), 1)
-
-    found = await asyncio.gather(*(one(c) for c in set(commits)))
-    return {c: row for c, row in found if row is not None}
+    reader = LedgerReader(bucket)
+    unique = set(commits)
+    found = await asyncio.gather(*(reader.row_for(c) for c in unique))
+    return {c: row for c, row in zip(unique, found, strict=True) if row is not None}
 
 
 async def _checked(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys) -> IntegrityError | None:
