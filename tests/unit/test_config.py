@@ -168,3 +168,22 @@ def test_resolved_hook_token_requires_one_source() -> None:
 )
 def test_branch_watched(watched: str, branch: str, expected: bool) -> None:
     assert load_settings({"KFM_WATCHED_BRANCHES": watched}).branch_watched(branch) is expected
+
+
+def test_inline_hook_token_has_the_same_minimum_as_the_file() -> None:
+    with pytest.raises(ConfigError, match="16"):
+        load_settings({"KFM_HOOK_TOKEN": "x"}).resolved_hook_token()
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf"])
+def test_float_settings_must_be_finite_and_non_negative(value: str) -> None:
+    with pytest.raises(ConfigError, match="KFM_ENERGY_WATTS_PER_CPU"):
+        load_settings({"KFM_ENERGY_WATTS_PER_CPU": value})
+
+
+def test_overrides_refuse_unknown_names_coerce_strings_and_name_the_option() -> None:
+    with pytest.raises(ConfigError, match="unknown"):
+        load_settings({}, {"no_such_thing": 1})
+    assert load_settings({}, {"hooks_port": "8081"}).hooks_port == 8081
+    with pytest.raises(ConfigError, match="--hooks-port"):
+        load_settings({}, {"hooks_port": "eighty"})

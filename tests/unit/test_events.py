@@ -124,9 +124,11 @@ def test_to_bytes_round_trips_through_decode_event() -> None:
     assert back.event_time.utcoffset() == timedelta(0)
 
 
-def test_decode_event_accepts_rfc3339_time_string() -> None:
+def test_decode_event_takes_event_time_as_an_rfc3339_string_only() -> None:
     value = json.dumps({**fields(), "event_time": "2024-05-01T12:00:00Z"}).encode()
     assert decode_event(value).event_time == T0
+    with pytest.raises(IntegrityError):
+        decode_event(_json(event_time=1764151200))  # an epoch number is not an RFC 3339 string
 
 
 def _json(**changes: Any) -> bytes:
@@ -164,3 +166,15 @@ def test_decode_event_raises_integrity_error_naming_the_field(value: bytes, name
 def test_event_key_is_repo_slash_commit() -> None:
     assert event_key("repo-one", COMMIT) == f"repo-one/{COMMIT}".encode()
     assert event_key("repo-one", COMMIT) != event_key("repo-two", COMMIT)
+
+
+@pytest.mark.parametrize("field", ["repository_id", "branch_id", "commit_id"])
+def test_decode_event_refuses_ids_with_a_trailing_newline(field: str) -> None:
+    with pytest.raises(IntegrityError):
+        decode_event(_json(**{field: fields()[field] + "\n"}))
+
+
+def test_decode_event_bounds_metadata_values_like_the_webhook() -> None:
+    with pytest.raises(IntegrityError):
+        decode_event(_json(commit_metadata={"k": "v" * 4097}))
+    assert CommitEvent.model_validate_json(_json(commit_metadata={"k": "v" * 4096}))

@@ -90,3 +90,9 @@ def test_level_filter(json_logging: io.StringIO) -> None:
     log.debug("hidden")
     log.info("shown")
     assert [line["event"] for line in _lines(json_logging)] == ["shown"]
+
+
+def test_secrets_nested_in_mappings_and_lists_are_redacted() -> None:
+    out = _redact(None, "info", {"headers": {"Authorization": "Basic abc", "X": "1"}, "items": [{"token": "t"}]})
+    assert out["headers"] == {"Authorization": "[redacted]", "X": "1"}
+    assert out["items"] == [{"token": "[redacted]"}]

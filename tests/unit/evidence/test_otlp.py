@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from worker.evidence.otlp import spans_to_otlp_json
+from worker.evidence.otlp import _attr, spans_to_otlp_json
 
 T0 = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z in ns
 
@@ -139,3 +139,9 @@ def test_accepts_any_readable_spans_sequence(tracer: trace.Tracer, exporter: InM
     _make_tree(tracer)
     spans: tuple[ReadableSpan, ...] = exporter.get_finished_spans()
     assert spans_to_otlp_json(spans, "svc") == spans_to_otlp_json(list(spans), "svc")
+
+
+def test_sequence_attributes_are_otlp_arrays() -> None:
+    assert _attr("k", ("a", 1)) == {
+        "key": "k", "value": {"arrayValue": {"values": [{"stringValue": "a"}, {"intValue": "1"}]}}
+    }

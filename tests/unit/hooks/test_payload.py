@@ -195,3 +195,12 @@ def test_bad_payload_is_a_value_error_chained_to_the_cause() -> None:
         parse_webhook(raw(event_time="2024-13-45T12:00:00Z"))  # RFC 3339 shape, impossible date
     assert isinstance(exc.value, ValueError)
     assert isinstance(exc.value.__cause__, ValueError)
+
+
+def test_lowercase_z_is_rfc3339_and_the_basic_format_is_not() -> None:
+    body = {"event_type": "post-commit", "event_time": "2026-11-26T10:00:00z", "action_name": "a", "hook_id": "h",
+            "repository_id": "repo-one", "branch_id": "main", "commit_id": "a" * 64}
+    _, event = parse_webhook(json.dumps(body).encode())
+    assert event is not None and event.event_time == datetime(2026, 11, 26, 10, tzinfo=UTC)
+    with pytest.raises(BadPayload):
+        parse_webhook(json.dumps({**body, "event_time": "20261126T100000Z"}).encode())

@@ -150,3 +150,10 @@ def test_rollback_result_round_trips_and_refuses_unknown_status() -> None:
     assert RollbackResult.model_validate_json(res.to_bytes()) == res
     with pytest.raises(ValidationError, match="status"):
         RollbackResult(request_id="req-2024-0001", status="done", final=True)  # type: ignore[arg-type]
+
+
+def test_decode_request_refuses_a_string_for_dry_run() -> None:
+    req = {"request_id": "req-00000001", "lakefs_repo": "repo-one", "commit": "a" * 64, "target_branch": "main",
+           "requested_by": "me", "reason": "why", "requested_at": "2026-11-26T10:00:00Z", "dry_run": "yes"}
+    with pytest.raises(IntegrityError, match="dry_run"):
+        decode_request(json.dumps(req).encode())

@@ -228,3 +228,30 @@ def test_external_only_feature_needs_no_objects() -> None:
     out = rewrite(feature(data="https://example.com/tile.tif"), objects={})
     assert out is not None
     assert out.asset_refs == ()
+
+
+def test_type_of_the_wrong_json_type_is_not_stac() -> None:
+    assert rewrite({"type": ["Feature"]}, "stac/item.json", {}) is None
+    assert rewrite({"type": {"a": 1}}, "stac/item.json", {}) is None
+
+
+def test_links_that_are_not_an_array_are_an_integrity_error() -> None:
+    with pytest.raises(IntegrityError, match="links"):
+        rewrite({"type": "Feature", "links": "x"}, "stac/item.json", {})
+
+
+def test_lakefs_href_climbing_out_of_the_repository_is_an_integrity_error() -> None:
+    doc = {"type": "Feature", "links": [{"rel": "x", "href": f"lakefs://{REPO}/main/../../etc/passwd"}]}
+    with pytest.raises(IntegrityError, match="outside"):
+        rewrite(doc, "stac/item.json", {})
+
+
+def test_relative_hrefs_are_url_decoded_and_keep_fragments() -> None:
+    doc = {"type": "Feature", "links": [{"rel": "self", "href": "./item.json#top"}],
+           "assets": {"d": {"href": "./a%20b.tif"}}}
+    out = rewrite(doc, "stac/item.json", {"stac/a b.tif": (3, "etag")})
+    assert out is not None
+    body = json.loads(out.body)
+    assert body["assets"]["d"]["href"] == f"{PIN}stac/a%20b.tif"
+    assert body["assets"]["d"]["file:size"] == 3
+    assert body["links"][0]["href"] == f"{PIN}stac/item.json#top"
