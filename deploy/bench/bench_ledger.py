@@ -1,4 +1,4 @@
-"""Benchmark: the tiled ledger at 10^4, 10^5 and 10^6 rows (issue 8's figures).
+"""Benchmark: the tiled ledger at 10^4, 10^5 and 10^6 rows (the figures in docs/performance.md).
 
 A script, not a test (pytest never collects it). For each size it builds a
 ledger in a fresh bucket of the local S3 (``KFM_*`` settings, read from

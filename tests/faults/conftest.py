@@ -1,4 +1,4 @@
-"""Fault tests (issue 14): real processes stopped, killed and started on a PRIVATE stack.
+"""Fault tests: real processes stopped, killed and started on a PRIVATE stack.
 
 ``make test-faults`` (or ``pytest tests/faults``) brings up its own stack with
 ``deploy/local/stack`` in ``.stack-faults/`` on its own ports (Kafka 19292/19293,

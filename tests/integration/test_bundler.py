@@ -1,4 +1,4 @@
-"""Issue 3: the bundler agent against real lakeFS, Kafka and S3.
+"""The bundler agent against real lakeFS, Kafka and S3.
 
 A commit made in lakeFS reaches the worker through the real action webhook;
 the bundle it stores must hold exactly the commit's bytes, rebuild

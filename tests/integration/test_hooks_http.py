@@ -1,4 +1,4 @@
-"""Issue 2: the webhook receiver against the real Kafka broker.
+"""The webhook receiver against the real Kafka broker.
 
 Bad input gets a 4xx naming the problem and publishes nothing; Kafka down
 gets a 503 and publishes nothing, and the service stays healthy.

@@ -1,4 +1,4 @@
-"""Issue 2: a real lakeFS commit and merge, with the action committed, reach Kafka."""
+"""A real lakeFS commit and merge, with the action committed, reach Kafka."""
 
 from __future__ import annotations
 

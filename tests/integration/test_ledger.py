@@ -1,4 +1,4 @@
-"""Issue 4: the ledger writer end to end — one row per commit, crash safety,
+"""The ledger writer end to end — one row per commit, crash safety,
 tamper evidence, audit replay — against real lakeFS, Kafka and S3.
 
 The module uses its own registry bucket and topic prefix, so its ledger starts

@@ -1,4 +1,4 @@
-"""Issue 4: one row per commit holds across a rebalance.
+"""One row per commit holds across a rebalance.
 
 Two workers share the consumer group; events are delivered twice; one worker
 is killed (SIGKILL, no goodbye) while work is in flight, so its event

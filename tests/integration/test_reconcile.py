@@ -1,4 +1,4 @@
-"""Issue 14: the reconciler and the coverage report against real lakeFS, Kafka and S3.
+"""The reconciler and the coverage report against real lakeFS, Kafka and S3.
 
 (a) commits and a merge whose webhooks are lost (no hooks server) are recorded
 by the reconciler alone, and ``kfm coverage`` goes from 1 to 0;

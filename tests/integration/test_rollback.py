@@ -1,4 +1,4 @@
-"""Issue 5: rollbacks end to end against real lakeFS, Kafka and S3.
+"""Rollbacks end to end against real lakeFS, Kafka and S3.
 
 Commit A is bundled and recorded; B and C change data, configs and the model;
 rolling back to A with each strategy must give A's bytes exactly. Tampered or

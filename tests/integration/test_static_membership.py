@@ -1,4 +1,4 @@
-"""Issue 14: a SIGKILLed worker that is restarted consumes again promptly.
+"""A SIGKILLed worker that is restarted consumes again promptly.
 
 Measured end to end: a worker bundles a first commit (so it is a member with
 partitions), is killed with SIGKILL (no LeaveGroup), an event for a second

@@ -1,4 +1,4 @@
-"""Issue 4: the writer topic must have exactly one partition — checked by
+"""The writer topic must have exactly one partition — checked by
 `kfm topics ensure`, `kfm health` and the worker itself, which refuses to run."""
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ func run(res *result, dir, cpFile, vkey, origin string, index int64, leafFile st
 
 // parseCheckpoint reads a C2SP tlog-checkpoint body: origin, decimal size
 // without leading zeros, standard base64 root, then optional extension lines
-// (counted, otherwise ignored, as the spec asks of clients).
+// (counted, otherwise ignored, as the C2SP checkpoint format asks of clients).
 func parseCheckpoint(text, origin string) (tlog.Tree, int, error) {
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 	if len(lines) < 3 {

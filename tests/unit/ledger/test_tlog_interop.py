@@ -1,4 +1,4 @@
-"""Go's transparency-log client reads our tiles and checkpoints (issue 8, "Independent check").
+"""Go's transparency-log client reads our tiles and checkpoints: an independent check of the format.
 
 A ledger is grown through several checkpoints by our own tile writer
 (:class:`worker.ledger.tiles.TreeEdge`: the full tiles an append completes,
