@@ -2,7 +2,7 @@
 
 Why: a digest or signature is only reproducible if every producer and verifier
 derives the same bytes. We sign, store and verify those exact bytes and never a
-re-encoding (see STYLE.md, anti-pattern 2).
+re-encoding (one byte of difference breaks the digest).
 
 Speed: the ``rfc8785`` package is the reference, written in pure Python (about
 100 µs for a ledger row). orjson's sorted compact output is byte-identical to

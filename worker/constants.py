@@ -51,7 +51,7 @@ HOOK_TOKEN_HEADER: Final = "X-KFM-Hook-Token"  # noqa: S105 - a header name, not
 HEADER_TRACEPARENT: Final = "traceparent"
 HEADER_REQUEST_ID: Final = "kfm-request-id"
 
-# Registry bucket layout (spec section 2).
+# Registry bucket layout (docs/spec.md, "Bucket layout").
 ARTIFACTS_PREFIX: Final = "artifacts/"
 ATTESTATIONS_PREFIX: Final = "attestations/"
 CHECKPOINTS_PREFIX: Final = "checkpoints/"

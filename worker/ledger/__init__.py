@@ -1,11 +1,11 @@
 """The pure ledger layer: rows, hash chain, Merkle tree, checkpoints, mirrors.
 
-Nothing here talks to Kafka, lakeFS or S3 (STYLE.md, "keep pure logic away
-from IO"): every function takes and returns bytes or objects, so the writer
+Nothing here talks to Kafka, lakeFS or S3 (pure logic is kept away
+from IO): every function takes and returns bytes or objects, so the writer
 agent, the CLI verifier and the tests share one implementation.
 
 Modules:
-    row: the authoritative row schema (spec section 3) and its one encoding.
+    row: the authoritative row schema (docs/spec.md) and its one encoding.
     chain: the ``prev``/``hash`` chain and its verification.
     merkle: RFC 6962 / RFC 9162 tree hashes, inclusion and consistency proofs.
     checkpoint: C2SP signed-note checkpoints over the Merkle root.

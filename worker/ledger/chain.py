@@ -72,7 +72,7 @@ def verify_chain(rows: Sequence[LedgerRow]) -> None:
         2. ``hash`` equal to :func:`compute_hash` (catches edited content);
         3. ``prev`` equal to the SHA-256 of line ``i``'s bytes (catches a row
            rewritten together with its own hash);
-        4. a ``lakefs_commit`` not seen before (one bundle per commit, spec 7).
+        4. a ``lakefs_commit`` not seen before (one bundle per commit).
 
     Raises:
         VerificationError: naming the first bad row by ``seq`` and line number,

@@ -1,8 +1,8 @@
 """Derived views of the ledger: the Parquet mirror and the YAML sidecars.
 
-The JSONL ledger is authoritative (spec section 3); these are conveniences
-for analytics (Parquet) and for people (``meta/<commit>.yaml``, spec section
-4). Both are pure functions of the rows, so they can always be rebuilt, and
+The ledger's rows are authoritative (docs/spec.md); these are conveniences
+for analytics (Parquet) and for people (``meta/<commit>.yaml``, the sidecar
+of docs/spec.md). Both are pure functions of the rows, so they can always be rebuilt, and
 :func:`check_derived` proves they still agree with the ledger.
 
 Parquet decisions: one fixed schema with explicit types (no inference, no
@@ -11,7 +11,7 @@ canonical spelling makes the round trip exact), nested lists as
 ``list<struct>``, zstd, rows in ``seq`` order. With the same pyarrow version
 the bytes are reproducible.
 
-Sidecar decisions: the spec section 4 keys, plus ``seq`` and ``row_hash`` to
+Sidecar decisions: the human-facing keys, plus ``seq`` and ``row_hash`` to
 tie the file to its ledger row and ``ledger`` (where that row lives, which is
 what ``registry_bucket`` is for). ``includes`` lists only what the row
 records (no "evaluation metrics": rows do not reference any). ``restore_cmd``
@@ -192,7 +192,7 @@ def sidecar_dict(row: LedgerRow, registry_bucket: str) -> dict[str, Any]:
 
 
 def sidecar_yaml(row: LedgerRow, registry_bucket: str) -> bytes:
-    """``meta/<commit>.yaml`` for ``row`` (spec section 4, plus seq/row_hash/ledger).
+    """``meta/<commit>.yaml`` for ``row`` (the sidecar of docs/spec.md).
 
     Raises:
         ValueError: ``registry_bucket`` is not an S3 bucket name.

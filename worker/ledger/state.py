@@ -14,7 +14,7 @@ Decisions, so that replaying the candidates topic rebuilds the same bytes:
     * The writer's clock (``apply``'s ``created_at`` argument) is used only to
       refuse bodies dated in the future beyond ``max_future_skew``: such a
       timestamp is wrong data, and once appended it could never be corrected.
-    * A second candidate for a commit is never appended (spec section 7); it
+    * A second candidate for a commit is never appended (one bundle per commit); it
       is reported as :class:`Duplicate`. ``same_digest=True`` is a harmless
       re-delivery; ``False`` means two different bundles claim one commit,
       which the caller must treat as an :class:`~worker.errors.IntegrityError`.

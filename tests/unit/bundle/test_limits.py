@@ -37,7 +37,7 @@ def test_from_config_uses_operator_limits() -> None:
 
 
 def test_bundle_package_imports_no_transport() -> None:
-    # STYLE.md: verification code never imports Kafka, lakeFS or storage clients.
+    # Verification code never imports Kafka, lakeFS or storage clients: callers move the bytes.
     code = (
         "import sys, worker.bundle, worker.keys;"
         "bad = {'aiokafka', 'faust', 'lakefs_sdk', 'aioboto3', 'botocore', 'aiohttp'};"
