@@ -3,7 +3,9 @@
 lakeFS can only send static headers (filled from ``{{ ENV.LAKEFSACTION_... }}``),
 so the receiver compares a header with a secret. Both sides are hashed first so
 ``hmac.compare_digest`` sees equal-length inputs and the comparison time does
-not depend on where, or whether in length, the strings differ.
+not depend on where, or whether in length, the strings differ. The header is
+compared as the bytes that arrived: a value that is not UTF-8 is simply wrong,
+never an encoding error.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import hmac
 __all__ = ["token_matches"]
 
 
-def token_matches(presented: str | None, expected: str) -> bool:
+def token_matches(presented: bytes | str | None, expected: str) -> bool:
     if not expected:
         return False  # fail closed: no configured secret accepts nothing
-    given = hashlib.sha256((presented or "").encode("utf-8")).digest()
+    raw = presented.encode("utf-8", "surrogateescape") if isinstance(presented, str) else presented
+    given = hashlib.sha256(raw or b"").digest()
     want = hashlib.sha256(expected.encode("utf-8")).digest()
-    return hmac.compare_digest(given, want) and presented is not None
+    return hmac.compare_digest(given, want) and raw is not None

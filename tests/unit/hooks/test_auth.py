@@ -24,7 +24,13 @@ SECRET = "s3cret-token-0123456789"
         pytest.param("", "", False, id="empty expected, empty header"),
         pytest.param(None, "", False, id="empty expected, missing header"),
         pytest.param("anything", "", False, id="empty expected, some header"),
+        pytest.param(SECRET.encode(), SECRET, True, id="right token as the bytes that arrived"),
+        pytest.param("ünïcødé-tøken-✓-0123".encode(), "ünïcødé-tøken-✓-0123", True, id="right non-ascii bytes"),
+        pytest.param(b"\xff\xfe", SECRET, False, id="bytes that are not UTF-8"),
+        pytest.param(SECRET.encode() + b"\xff", SECRET, False, id="secret plus a byte that is not UTF-8"),
+        pytest.param("caf\udce9", "café", False, id="latin-1 header as aiohttp decodes it, against UTF-8"),
+        pytest.param(b"", SECRET, False, id="empty bytes"),
     ],
 )
-def test_token_matches(presented: str | None, expected: str, ok: bool) -> None:
+def test_token_matches(presented: str | bytes | None, expected: str, ok: bool) -> None:
     assert token_matches(presented, expected) is ok
