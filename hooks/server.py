@@ -65,9 +65,9 @@ async def _admit(request: web.Request, settings: Settings, request_id: str) -> b
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         return _error(415, "Content-Type must be application/json", request_id)
-    raw = await _read_limited(request, settings.limits.webhook_max_bytes)
+    raw = await _read_limited(request, settings.limits.max_webhook_bytes)
     if raw is None:
-        return _error(413, f"body larger than {settings.limits.webhook_max_bytes} bytes", request_id)
+        return _error(413, f"body larger than {settings.limits.max_webhook_bytes} bytes", request_id)
     return raw
 
 
@@ -127,13 +127,13 @@ async def readyz(request: web.Request) -> web.Response:
 def make_app(settings: Settings, producer: Producer | None = None) -> web.Application:
     """Build the aiohttp app; the producer is closed on app cleanup."""
     # client_max_size guards aiohttp's own readers; our handler enforces the limit too.
-    app = web.Application(client_max_size=settings.limits.webhook_max_bytes + 1)
+    app = web.Application(client_max_size=settings.limits.max_webhook_bytes + 1)
     app[_SETTINGS] = settings
     app[_TOKEN] = settings.resolved_hook_token()
     app[_PRODUCER] = producer or Producer(
         settings.kafka_bootstrap,
         timeout_s=settings.kafka_timeout_s,
-        max_message_bytes=settings.limits.message_max_bytes,
+        max_message_bytes=settings.limits.max_message_bytes,
     )
 
     async def _close(app: web.Application) -> None:

@@ -115,7 +115,7 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
         async def lakefs() -> str:
             client = LakeFS(settings)
             try:
-                await client.call(client.repos.list_repositories, amount=1)
+                await client.ping()
             finally:
                 client.close()
             return settings.lakefs_endpoint
@@ -268,25 +268,25 @@ def _run_pair(coro: Coroutine[Any, Any, tuple[Path, bytes]]) -> tuple[Path, byte
 
 async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Path) -> tuple[Path, bytes]:
     """A local path, or an s3:// URI in the registry bucket (downloaded, streamed)."""
-    from worker._internal.s3 import open_bucket, parse_s3_uri
+    from worker._internal.s3 import open_bucket, split_s3_uri
     from worker.constants import ATTESTATIONS_PREFIX
 
     if not bundle.startswith("s3://"):
         path = Path(bundle)
         att = Path(attestation) if attestation else path.with_name(path.name.replace(".tar.zst", ".intoto.json"))
         return path, await asyncio.to_thread(att.read_bytes)
-    bucket_name, key = parse_s3_uri(bundle)
+    bucket_name, key = split_s3_uri(bundle)
     commit = key.rsplit("/", 1)[-1].removesuffix(".tar.zst")
     async with open_bucket(settings, bucket_name) as b:
         local = tmp / "bundle.tar.zst"
-        await b.download(key, local, settings.limits.bundle_max_bytes)
+        await b.download(key, local, settings.limits.max_bundle_bytes)
         if attestation and attestation.startswith("s3://"):
-            _, att_key = parse_s3_uri(attestation)
-            envelope, _ = await b.get(att_key, 1 << 20)
+            _, att_key = split_s3_uri(attestation)
+            envelope, _ = await b.get(att_key, settings.limits.max_envelope_bytes)
         elif attestation:
             envelope = await asyncio.to_thread(Path(attestation).read_bytes)
         else:
-            envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", 1 << 20)
+            envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", settings.limits.max_envelope_bytes)
     return local, envelope
 
 
@@ -429,9 +429,7 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a rollback request; with --wait, follow it to its result."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from worker._internal.kafka import Producer
+    from worker._internal.kafka import PartitionTail, Producer, follow_partition
     from worker.agents.ledger_io import LedgerReader
     from worker.agents.runtime import Runtime
     from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
@@ -458,45 +456,34 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
             reason=args.reason,
             requested_at=datetime.now(UTC),
         )
-        results = settings.topic(TOPIC_ROLLBACK_RESULTS)
-        consumer = None
-        if args.wait:
-            consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed",
-                                        enable_auto_commit=False)
-            try:
-                await consumer.start()
-                tp = TopicPartition(results, 0)
-                consumer.assign([tp])
-                await consumer.seek_to_end(tp)
-                await consumer.position(tp)  # resolve now: results published after this are seen
-            except BaseException:
-                await consumer.stop()
-                raise
-        try:
-            async with Producer(settings.kafka_bootstrap, timeout_s=settings.kafka_timeout_s) as producer:
-                await producer.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
-                                    key=request_key(req.lakefs_repo, req.target_branch))
-            print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)
-            if consumer is None:
-                return 0
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + args.timeout
-            while loop.time() < deadline:
-                batch = await consumer.getmany(timeout_ms=1000)
-                for records in batch.values():
-                    for r in records:
-                        res = RollbackResult.model_validate_json(r.value)
-                        if res.request_id != req.request_id:
-                            continue
-                        print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
-                        if res.final:
-                            print(res.model_dump_json(indent=2))
-                            return 0 if res.status in ("completed", "dry-run") else 1
-            print("kfm: error: no final result before --timeout", file=sys.stderr)
-            return 3
-        finally:
-            if consumer is not None:
-                await consumer.stop()
+        if not args.wait:
+            await publish(req)
+            return 0
+        # Follow the results before publishing: a result sent after the request is always seen.
+        async with follow_partition(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS)) as results:
+            await publish(req)
+            return await wait_for_result(req, results)
+
+    async def publish(req: RollbackRequest) -> None:
+        async with Producer(settings.kafka_bootstrap, timeout_s=settings.kafka_timeout_s) as producer:
+            await producer.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
+                                key=request_key(req.lakefs_repo, req.target_branch))
+        print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)
+
+    async def wait_for_result(req: RollbackRequest, results: PartitionTail) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout
+        while loop.time() < deadline:
+            for value in await results.poll():
+                res = RollbackResult.model_validate_json(value)
+                if res.request_id != req.request_id:
+                    continue
+                print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
+                if res.final:
+                    print(res.model_dump_json(indent=2))
+                    return 0 if res.status in ("completed", "dry-run") else 1
+        print("kfm: error: no final result before --timeout", file=sys.stderr)
+        return 3
 
     return _run(go())
 
@@ -504,12 +491,11 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
     """Verify, then extract a bundle offline into a directory (air-gapped recovery)."""
     from worker.bundle.extract import extract_bundle
-    from worker.bundle.limits import BundleLimits
     from worker.bundle.verify import verify_bundle
     from worker.errors import VerificationError
 
     trusted = _trusted_keys(args, settings)
-    limits = BundleLimits.from_config(settings.limits)
+    limits = settings.limits
     with tempfile.TemporaryDirectory(prefix="kfm-restore-") as tmp:
         try:
             bundle, envelope = _run_pair(_fetch_bundle(settings, args.bundle, args.attestation, Path(tmp)))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from worker.config import Settings
 from worker.errors import ConfigError, Error
 from worker.ids import check_branch, check_repo
+from worker.utc import format_utc
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
@@ -34,7 +35,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _ts(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if t is None else format_utc(t)
 
 
 def _check_ids(repo: str | None, branch: str | None) -> None:
@@ -101,11 +102,11 @@ async def _coverage_horizon(rt: Runtime, repo: str, branch: str, since: datetime
 
 
 def _coverage(args: argparse.Namespace, settings: Settings) -> int:
-    from worker._internal.lakefs import LakeFSNotFound
     from worker.agents import markers
     from worker.agents.reconciling import failed_hook_runs, known_for, walk
     from worker.agents.runtime import Runtime
     from worker.coverage import RowRef, coverage_exit_code, report
+    from worker.errors import NotFoundError
     from worker.watch import parse_since
 
     _check_ids(args.repo, args.branch)
@@ -120,7 +121,7 @@ def _coverage(args: argparse.Namespace, settings: Settings) -> int:
             rows: dict[str, RowRef | None] = {}
             try:
                 walked, _ = await walk(rt, args.repo, args.branch, horizon, rows)
-            except LakeFSNotFound:
+            except NotFoundError:
                 raise ConfigError(f"{args.repo}/{args.branch}: no such repository or branch in lakeFS") from None
             marks = [m for m in await markers.failed_marks(rt.bucket, args.repo) if m.branch == args.branch]
             known = await known_for(rt, args.repo, walked, rows, marks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from worker._internal.kafka import partition_count
-from worker._internal.s3 import PreconditionFailed
 from worker.agents.handlers import handle_commit_event, signing_key
 from worker.agents.reconciling import reconcile_tick
 from worker.agents.recording import LedgerStore, checkpoint_origin, record_batch
@@ -27,10 +27,11 @@ from worker.agents.restoring import handle_rollback_request
 from worker.agents.runtime import Runtime
 from worker.config import load_settings
 from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBACK_REQUESTS
-from worker.errors import ConfigError, TransientError
+from worker.errors import ConfigError, ConflictError, TransientError
 from worker.keys import TrustedKeys
 from worker.logs import configure_logging
 from worker.membership import group_instance_id
+from worker.retry import retry_transient
 from worker.topics import app_id, ensure_all_topics
 from worker.tracing import init_tracing
 
@@ -154,41 +155,39 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
 
     async def open_store() -> LedgerStore:
-        delay = 0.5
-        while True:
-            try:
-                store, state = await LedgerStore.open(rt.bucket, origin, key, settings.checkpoint_name, trusted)
-            except TransientError as e:
-                log.warning("ledger.open_retrying", error=str(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            # Only a head whose objects were missing means a writer died mid-append.
-            level = log.warning if state in ("finished_after_crash", "migrated") else log.info
-            level(f"ledger.{state}", size=store.tip.size)
-            return store
+        store, state = await retry_transient(
+            lambda: LedgerStore.open(rt.bucket, origin, key, settings.checkpoint_name, trusted),
+            log, "ledger.open_retrying",
+        )
+        # Only a head whose objects were missing means a writer died mid-append.
+        level = log.warning if state in ("finished_after_crash", "migrated") else log.info
+        level(f"ledger.{state}", size=store.tip.size)
+        return store
 
     store = await open_store()
+
+    async def reload_store() -> None:
+        nonlocal store
+        store = await open_store()
+
+    async def record(values: list[bytes]) -> None:
+        # A stop (SIGTERM: deploy, rebalance) must not cut an append between its
+        # commit point and its checkpoint: the batch runs as its own task and a
+        # cancellation waits for it (the units' stop timeouts allow for this).
+        task = asyncio.ensure_future(record_batch(rt, store, values, trusted))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            log.info("ledger.stopping_after_batch", candidates=len(values))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=_BATCH_STOP_GRACE_S)
+            raise
+
     async for values in stream.take(100, within=1.0):
-        delay = 0.5
-        while True:  # never skip a candidate: the ledger must not have holes
-            # A stop (SIGTERM: deploy, rebalance) must not cut an append between its
-            # commit point and its checkpoint: the batch runs as its own task and a
-            # cancellation waits for it (the units' stop timeouts allow for this).
-            task = asyncio.ensure_future(record_batch(rt, store, list(values), trusted))
-            try:
-                await asyncio.shield(task)
-                break
-            except asyncio.CancelledError:
-                log.info("ledger.stopping_after_batch", candidates=len(values))
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, timeout=_BATCH_STOP_GRACE_S)
-                raise
-            except (PreconditionFailed, TransientError) as e:
-                log.warning("ledger.retrying_batch", error=str(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                store = await open_store()
+        # Never skip a candidate (the ledger must not have holes): retried until it is
+        # recorded; a conflict means another writer moved the head, so reload first.
+        await retry_transient(functools.partial(record, list(values)), log, "ledger.retrying_batch",
+                              retry_on=(ConflictError, TransientError), before_retry=reload_store)
         yield None
 
 
@@ -198,18 +197,11 @@ async def rollback(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     rt = await runtime()
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
     async for value in stream:
-        delay = 0.5
-        while True:  # transient failures are retried; the message is not acked meanwhile
-            try:
-                await handle_rollback_request(rt, value, trusted)
-                break
-            except TransientError as e:
-                log.warning("rollback.retrying", error=str(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            except Exception:  # a bug: report loudly, keep the stream alive
-                log.exception("rollback.unexpected_error")
-                break
+        try:  # transient failures are retried; the message is not acked meanwhile
+            await retry_transient(functools.partial(handle_rollback_request, rt, value, trusted), log,
+                                  "rollback.retrying")
+        except Exception:  # a bug: report loudly, keep the stream alive
+            log.exception("rollback.unexpected_error")
         yield None
 
 

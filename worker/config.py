@@ -3,7 +3,7 @@
 Why one object: every process (hooks, agents, CLI) reads the same names, and a
 bad value fails fast with a message naming the variable instead of surfacing
 later as a confusing connection error. Every size limit for untrusted input
-lives in :class:`Limits` (tuf's habit).
+lives in :class:`worker.limits.Limits` (tuf's habit), read from ``KFM_LIMIT_*``.
 """
 
 from __future__ import annotations
@@ -16,24 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import ConfigError
+from worker.limits import Limits, limit_variable
 from worker.watch import parse_since, parse_watched_repos
 
 __all__ = ["Limits", "Settings", "load_settings"]
 
 _PREFIX = "KFM_"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on everything that arrives from outside."""
-
-    webhook_max_bytes: int = 64 * 1024
-    message_max_bytes: int = 1024 * 1024
-    model_max_bytes: int = 8 * 1024**3
-    member_max_bytes: int = 8 * 1024**3
-    bundle_max_bytes: int = 64 * 1024**3
-    bundle_max_members: int = 100_000
-    stac_max_objects: int = 50_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +43,7 @@ class Settings:
     hook_token_file: str = ""
     hooks_host: str = "127.0.0.1"
     hooks_port: int = 18080
+    hooks_read_timeout_s: float = 10.0  # a webhook's head and body must arrive within this
     kafka_timeout_s: float = 10.0
     signing_key: str = ""
     trusted_keys_dir: str = ""
@@ -158,9 +147,11 @@ def load_settings(
             values[f.name] = _coerce(key, env[key], f.type)
     limit_values: dict[str, Any] = {}
     for f in fields(Limits):
-        key = f"{_PREFIX}LIMIT_{f.name.upper()}"
+        key = limit_variable(f)
         if key in env:
             limit_values[f.name] = _coerce(key, env[key], f.type)
+            if limit_values[f.name] == 0:
+                raise ConfigError(f"{key}={env[key]!r}: must be positive")
     settings = Settings(**values, limits=Limits(**limit_values))
     if overrides:
         kinds = {f.name: f.type for f in fields(Settings)}
@@ -186,6 +177,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"KFM_KAFKA_BOOTSTRAP={s.kafka_bootstrap!r}: expected host:port[,host:port]")
     if not 0 < s.hooks_port < 65536:
         raise ConfigError(f"KFM_HOOKS_PORT={s.hooks_port}: not a TCP port")
+    if s.hooks_read_timeout_s <= 0:
+        raise ConfigError(f"KFM_HOOKS_READ_TIMEOUT_S={s.hooks_read_timeout_s}: must be positive")
     _validate_reconcile(s)
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"KFM_LOG_LEVEL={s.log_level!r}: one of DEBUG, INFO, WARNING, ERROR")

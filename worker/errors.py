@@ -1,20 +1,30 @@
-"""Two error families, and they are the retry policy.
+"""Every error class this project raises on purpose; their families are the retry policy.
 
 ``IntegrityError`` (bad data: tampered bundle, duplicate commit with another
-digest, malformed message) is never retried; it is dead-lettered and reported.
-``TransientError`` (a broker, lakeFS or S3 that did not answer) is retried
-with backoff. Third-party exceptions are wrapped at the boundary with
-``raise ... from e`` so that nothing else leaks out of our modules.
+digest, malformed message, an object that is not there) is never retried; it
+is dead-lettered and reported. ``TransientError`` (a broker, lakeFS or S3 that
+did not answer) is retried with backoff. ``ConflictError`` (a conditional
+write lost to another writer) is retried too, but only after re-reading what
+the other writer left: the same call would lose again. Third-party exceptions
+are wrapped at the boundary with ``raise ... from e`` so that nothing else
+leaks out of our modules; ``worker._internal`` raises only these classes.
 """
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 __all__ = [
+    "AlreadyExistsError",
     "ConfigError",
+    "ConflictError",
     "Error",
     "IntegrityError",
+    "NotFoundError",
+    "PayloadError",
     "TransientError",
     "VerificationError",
+    "describe_validation_error",
 ]
 
 
@@ -38,5 +48,50 @@ class VerificationError(IntegrityError):
     """A bundle, attestation, signature or ledger failed verification."""
 
 
+class NotFoundError(IntegrityError):
+    """The object, repository, ref or branch asked for does not exist (S3 or lakeFS)."""
+
+
 class TransientError(Error):
     """A dependency did not answer; the same call may succeed later."""
+
+
+class ConflictError(Error):
+    """A conditional write lost: the object changed since it was read, or already exists.
+
+    Retryable, unlike an :class:`IntegrityError`, but not by repeating the
+    same call: the caller re-reads what the other writer left and decides
+    again (the ledger writer reloads its head).
+    """
+
+
+class AlreadyExistsError(ConflictError):
+    """``If-None-Match: *`` refused: an immutable object is already there.
+
+    Callers that write immutable objects catch it and compare the bytes
+    already stored with their own.
+    """
+
+
+class PayloadError(IntegrityError, ValueError):
+    """A webhook body is not one we accept; ``str()`` names the field.
+
+    The receiver answers it with a 4xx and publishes nothing: lakeFS sending
+    the same body again cannot make it acceptable. Also a ``ValueError``, as
+    every refusal of a malformed value is.
+    """
+
+
+def describe_validation_error(e: ValidationError, whole: str = "") -> str:
+    """The first problem in ``e`` as ``field.path: message``; ``whole`` names the top level.
+
+    Each message keeps the name its readers already know for the top level
+    (``body`` for a webhook, ``<root>`` for a manifest); empty by default.
+
+    Why not ``str(e)``: pydantic echoes the offending input, which for
+    untrusted data can be large or carry control characters. Why only the
+    first: one line per error, and the first fix is the one to make.
+    """
+    first = e.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in first["loc"]) or whole
+    return f"{loc}: {first['msg']}"

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.errors import IntegrityError
+from worker.errors import IntegrityError, describe_validation_error
 from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
 __all__ = ["CommitEvent", "EventSource", "decode_event", "event_key"]
@@ -62,4 +62,4 @@ def decode_event(value: bytes) -> CommitEvent:
     try:
         return CommitEvent.model_validate_json(value)
     except ValidationError as e:
-        raise IntegrityError(f"invalid commit event: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from e
+        raise IntegrityError(f"invalid commit event: {describe_validation_error(e, whole='()')}") from e

@@ -1,9 +1,9 @@
-"""lakeFS identifier and timestamp rules, defined once for every boundary.
+"""Identifier rules (lakeFS names, SHA-256 digests, UTC instants), defined once for every boundary.
 
 Commit events, bundle manifests, attestations, ledger rows and rollback
-requests all accept exactly the same repository, branch and commit values, so
-whatever one of them accepted the others can carry, and such values are safe
-to print in error messages and paste into commands.
+requests all accept exactly the same repository, branch, commit and digest
+values, so whatever one of them accepted the others can carry, and such
+values are safe to print in error messages and paste into commands.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints
 
 __all__ = [
     "BranchName",
     "CommitId",
     "RepoId",
+    "Sha256Hex",
     "UtcDatetime",
     "check_branch",
     "check_commit",
@@ -54,6 +55,8 @@ def check_commit(v: str) -> str:
 RepoId = Annotated[str, AfterValidator(check_repo)]
 BranchName = Annotated[str, AfterValidator(check_branch)]
 CommitId = Annotated[str, AfterValidator(check_commit)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A SHA-256 digest as 64 lowercase hex digits (the only spelling we write or accept)."""
 
 
 def check_utc(v: datetime) -> datetime:

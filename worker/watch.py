@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 
 from worker.errors import ConfigError
 from worker.ids import check_branch, check_repo
+from worker.utc import parse_rfc3339
 
 __all__ = ["WatchSpec", "parse_since", "parse_watched_repos"]
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([zZ]|[+-]\d{2}:\d{2})")
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,7 @@ def parse_since(raw: str, what: str = "--since") -> datetime:
     try:
         if _DATE.fullmatch(raw):
             return datetime.fromisoformat(raw).replace(tzinfo=UTC)
-        if _DATETIME.fullmatch(raw):
-            return datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", raw)).astimezone(UTC)
+        return parse_rfc3339(raw)
     except ValueError:
         pass
     raise ConfigError(f"{what}={raw!r}: expected an RFC 3339 date (2026-01-31) or date-time (2026-01-31T12:00:00Z)")

@@ -65,21 +65,23 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 import rfc8785  # noqa: E402
 
-from worker._internal.s3 import Bucket, NotFound, open_bucket  # noqa: E402
+from worker._internal.s3 import Bucket, open_bucket  # noqa: E402
 from worker.agents.auditing import replay, verify_registry  # noqa: E402
 from worker.agents.ledger_io import LedgerReader, checkpoint_origin  # noqa: E402
 from worker.agents.recording import LedgerStore, _recorded_rows  # noqa: E402
 from worker.agents.runtime import Runtime  # noqa: E402
 from worker.config import Settings, load_settings  # noqa: E402
 from worker.constants import LEDGER_CHECKPOINT_KEY, LEDGER_HEAD_KEY, TOPIC_INDEX_CANDIDATES  # noqa: E402
+from worker.errors import NotFoundError  # noqa: E402
 from worker.keys import TrustedKeys, load_private_key  # noqa: E402
 from worker.ledger.chain import check_bundle, next_row  # noqa: E402
 from worker.ledger.checkpoint import sign_checkpoint  # noqa: E402
 from worker.ledger.head import Head  # noqa: E402
-from worker.ledger.row import GENESIS_PREV, IndexCandidate, RowBody, format_utc, leaf_bytes, parse_line  # noqa: E402
+from worker.ledger.row import GENESIS_PREV, IndexCandidate, RowBody, leaf_bytes, parse_line  # noqa: E402
 from worker.ledger.state import Appender, Tip, extend  # noqa: E402
 from worker.ledger.tiles import TILE_WIDTH, TreeEdge, entries_key  # noqa: E402
 from worker.topics import topic_specs  # noqa: E402
+from worker.utc import format_utc  # noqa: E402
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 REPLAY_MAX = 100_000  # replay is measured at 10^4 and 10^5 only
@@ -636,7 +638,7 @@ class MemoryBucket:
         try:
             return self.objects[key], '"etag"'
         except KeyError:
-            raise NotFound(f"s3: get {key}: not found") from None
+            raise NotFoundError(f"s3: get {key}: not found") from None
 
     async def head(self, key: str) -> Any:
         return SimpleNamespace(size=len(self.objects[key]), etag='"etag"') if key in self.objects else None

@@ -29,9 +29,10 @@ from typing import Any
 
 from tests.integration.helpers import ROOT, hooks_server, logs_dir, run_kfm, worker_process
 from worker._internal.lakefs import LakeFS
-from worker._internal.s3 import NotFound, open_bucket
+from worker._internal.s3 import open_bucket
 from worker.agents.ledger_io import LedgerReader
 from worker.config import Settings
+from worker.errors import NotFoundError
 
 STACK_SCRIPT = ROOT / "deploy" / "local" / "stack"
 
@@ -273,7 +274,7 @@ async def orphan_evidence(settings: Settings, commits: list[str]) -> int:
             runs = {k.split("/")[2] for k in await b.list_keys(f"evidence/{c}/")}
             try:
                 env_doc = json.loads((await b.get(f"attestations/{c}.intoto.json", 1 << 20))[0])
-            except NotFound:  # no attestation: every run is an orphan
+            except NotFoundError:  # no attestation: every run is an orphan
                 count += len(runs)
                 continue
             stmt = json.loads(base64.b64decode(env_doc["payload"]))

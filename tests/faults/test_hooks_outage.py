@@ -26,7 +26,7 @@ from tests.faults.harness import (
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
 from worker.agents.ledger_io import LedgerReader
-from worker.ledger.row import parse_utc
+from worker.utc import parse_utc
 
 pytestmark = pytest.mark.faults
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from worker._internal.s3 import AlreadyExists, PreconditionFailed, open_bucket
+from worker._internal.s3 import open_bucket
 from worker.config import Settings, load_settings
+from worker.errors import AlreadyExistsError, ConflictError
 
 pytestmark = pytest.mark.stack
 
@@ -106,7 +107,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedStack]:
 async def test_if_none_match_refuses_an_existing_key(seaweed: SeaweedStack) -> None:
     async with open_bucket(seaweed.settings()) as b:
         etag = await b.put("inm/bundle", b"first", if_none_match=True)
-        with pytest.raises(AlreadyExists):
+        with pytest.raises(AlreadyExistsError):
             await b.put("inm/bundle", b"second", if_none_match=True)
         assert await b.get("inm/bundle", 100) == (b"first", etag)
 
@@ -116,12 +117,12 @@ async def test_if_match_refuses_another_etag_and_accepts_the_current_one(seaweed
     async with open_bucket(seaweed.settings()) as b:
         etag = await b.put("ifm/index", b"v1")
         assert etag.strip('"')
-        with pytest.raises(PreconditionFailed) as wrong:
+        with pytest.raises(ConflictError) as wrong:
             await b.put("ifm/index", b"v2", if_match='"0123456789abcdef0123456789abcdef"')
-        assert not isinstance(wrong.value, AlreadyExists)
+        assert not isinstance(wrong.value, AlreadyExistsError)
         etag2 = await b.put("ifm/index", b"v2", if_match=etag)
         assert etag2 != etag
-        with pytest.raises(PreconditionFailed):
+        with pytest.raises(ConflictError):
             await b.put("ifm/index", b"v3", if_match=etag)  # stale: someone else wrote v2
         assert await b.get("ifm/index", 100) == (b"v2", etag2)
 
@@ -134,7 +135,7 @@ async def test_multipart_upload_refuses_an_existing_key(seaweed: SeaweedStack, t
     small.write_bytes(b"other")
     async with open_bucket(seaweed.settings()) as b:
         digest = await b.upload_file("mpu/model.bin", big)
-        with pytest.raises(AlreadyExists):
+        with pytest.raises(AlreadyExistsError):
             await b.upload_file("mpu/model.bin", small)
         head = await b.head("mpu/model.bin")
         assert head is not None and head.size == big.stat().st_size
@@ -164,7 +165,7 @@ async def test_objects_survive_a_restart(seaweed: SeaweedStack, tmp_path: Path) 
         for key, expected in written.items():
             assert await b.get(key, 100) == expected
         assert await b.download("restart/blob.bin", tmp_path / "back.bin", 1 << 30) == (blob.stat().st_size, digest)
-        with pytest.raises(AlreadyExists):  # the conditions still see what was written before the restart
+        with pytest.raises(AlreadyExistsError):  # the conditions still see what was written before the restart
             await b.put("restart/rows/000", b"again", if_none_match=True)
         data, etag = written["restart/rows/001"]
         await b.put("restart/rows/001", b"updated", if_match=etag)

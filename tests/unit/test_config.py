@@ -53,7 +53,7 @@ def test_unprefixed_and_unknown_variables_are_ignored() -> None:
 
 def test_limit_variables() -> None:
     s = load_settings({"KFM_LIMIT_WEBHOOK_MAX_BYTES": "1024", "KFM_LIMIT_BUNDLE_MAX_MEMBERS": "7"})
-    assert s.limits == Limits(webhook_max_bytes=1024, bundle_max_members=7)
+    assert s.limits == Limits(max_webhook_bytes=1024, max_members=7)
 
 
 @pytest.mark.parametrize(

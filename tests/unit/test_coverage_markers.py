@@ -8,12 +8,12 @@ from typing import Any, cast
 
 import pytest
 
-from worker._internal.s3 import AlreadyExists, Bucket, NotFound
+from worker._internal.s3 import Bucket
 from worker.agents import markers
 from worker.agents.reconciling import Target, watched_targets
 from worker.agents.runtime import Runtime
 from worker.config import load_settings
-from worker.errors import IntegrityError
+from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError
 from worker.events import CommitEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -30,13 +30,13 @@ class MemBucket:
 
     async def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         if if_none_match and key in self.objects:
-            raise AlreadyExists(key)
+            raise AlreadyExistsError(key)
         self.objects[key] = data
         return "etag"
 
     async def get(self, key: str, max_bytes: int) -> tuple[bytes, str]:
         if key not in self.objects:
-            raise NotFound(key)
+            raise NotFoundError(key)
         return self.objects[key], "etag"
 
     async def list_keys(self, prefix: str) -> list[str]:

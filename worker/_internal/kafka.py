@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.errors import ConfigError, TransientError
 
-__all__ = ["Producer", "TopicSpec", "ensure_topics", "partition_count"]
+__all__ = ["PartitionTail", "Producer", "TopicSpec", "ensure_topics", "follow_partition", "partition_count",
+           "read_partition"]
 
 
 class Producer:
@@ -207,3 +209,87 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: f
                 f"topic {s.name} has {counts[s.name]} partitions; it must have exactly "
                 f"{s.partitions} (it orders the ledger)"
             )
+
+
+def _reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A group-less consumer that sees committed records only (no offsets stored)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        group_id=None,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+
+
+async def read_partition(bootstrap: str, topic: str, partition: int = 0) -> AsyncIterator[bytes]:
+    """Every committed value of one partition, from its start up to its end as of the call.
+
+    Why up to the end as of the call: a replay must terminate while the
+    writer keeps appending.
+
+    Raises:
+        TransientError: Kafka did not answer.
+    """
+    consumer = _reader(bootstrap)
+    try:
+        await consumer.start()
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+            for record in batch.get(tp, []):
+                if record.value is not None:
+                    yield record.value
+    except KafkaError as e:
+        raise TransientError(f"read {topic}: Kafka: {type(e).__name__}") from e
+    finally:
+        await consumer.stop()
+
+
+class PartitionTail:
+    """Records of one partition published after :func:`follow_partition` began."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str):
+        self._consumer = consumer
+        self._topic = topic
+
+    async def poll(self, timeout_s: float = 1.0) -> list[bytes]:
+        """The values that arrived, waiting up to ``timeout_s`` for the first.
+
+        Raises:
+            TransientError: Kafka did not answer.
+        """
+        try:
+            batch = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000))
+        except KafkaError as e:
+            raise TransientError(f"read {self._topic}: Kafka: {type(e).__name__}") from e
+        return [r.value for records in batch.values() for r in records if r.value is not None]
+
+
+@asynccontextmanager
+async def follow_partition(bootstrap: str, topic: str, partition: int = 0) -> AsyncIterator[PartitionTail]:
+    """Follow one partition from its current end.
+
+    The position is resolved before this yields, so a record published after
+    entering (a result answering a request sent next) is always seen.
+
+    Raises:
+        TransientError: Kafka did not answer.
+    """
+    consumer = _reader(bootstrap)
+    try:
+        try:
+            await consumer.start()
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)
+        except KafkaError as e:
+            raise TransientError(f"follow {topic}: Kafka: {type(e).__name__}") from e
+        yield PartitionTail(consumer, topic)
+    finally:
+        await consumer.stop()

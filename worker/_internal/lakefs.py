@@ -3,8 +3,10 @@
 lakefs-sdk is a blocking client; every call runs in a thread
 (``asyncio.to_thread``) so agents never block the loop. Object reads stream
 to a file in chunks (``_preload_content=False``) so memory does not grow with
-object size. SDK exceptions become :class:`TransientError` (server/transport)
-or :class:`IntegrityError` (4xx: the thing is not there or not allowed).
+object size. SDK exceptions become :class:`TransientError` (server/transport),
+:class:`NotFoundError` (404) or :class:`IntegrityError` (another 4xx: not
+allowed). The SDK's API objects and models stay inside :class:`LakeFS`; its
+methods return our own frozen records.
 """
 
 from __future__ import annotations
@@ -23,16 +25,12 @@ from lakefs_sdk.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from worker.config import Settings
-from worker.errors import IntegrityError, TransientError
+from worker.errors import IntegrityError, NotFoundError, TransientError
 
-__all__ = ["ActionRunInfo", "CommitInfo", "HookRunInfo", "LakeFS", "LakeFSNotFound", "ObjectInfo"]
+__all__ = ["ActionRunInfo", "CommitInfo", "HookRunInfo", "LakeFS", "ObjectInfo"]
 
 T = TypeVar("T")
 _CHUNK = 1 << 20
-
-
-class LakeFSNotFound(IntegrityError):  # noqa: N818 - public name, used by callers and tests
-    """The repository, ref or object does not exist."""
 
 
 @dataclass(frozen=True)
@@ -92,52 +90,61 @@ class LakeFS:
         self._client = lakefs_sdk.ApiClient(cfg)
         self._host = cfg.host
         self._auth = cfg.get_basic_auth_token()
-        self.commits = lakefs_sdk.CommitsApi(self._client)
-        self.objects = lakefs_sdk.ObjectsApi(self._client)
-        self.tags = lakefs_sdk.TagsApi(self._client)
-        self.branches = lakefs_sdk.BranchesApi(self._client)
-        self.refs = lakefs_sdk.RefsApi(self._client)
-        self.repos = lakefs_sdk.RepositoriesApi(self._client)
-        self.experimental = lakefs_sdk.ExperimentalApi(self._client)
-        self.actions = lakefs_sdk.ActionsApi(self._client)
+        self._commits = lakefs_sdk.CommitsApi(self._client)
+        self._objects = lakefs_sdk.ObjectsApi(self._client)
+        self._tags = lakefs_sdk.TagsApi(self._client)
+        self._branches = lakefs_sdk.BranchesApi(self._client)
+        self._refs = lakefs_sdk.RefsApi(self._client)
+        self._repos = lakefs_sdk.RepositoriesApi(self._client)
+        self._experimental = lakefs_sdk.ExperimentalApi(self._client)
+        self._actions = lakefs_sdk.ActionsApi(self._client)
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one SDK call in a worker thread, translating its errors."""
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except ApiException as e:
             status = e.status or 0
             if status == 404:
-                raise LakeFSNotFound(f"lakeFS: not found ({fn.__name__})") from e
+                raise NotFoundError(f"lakeFS: not found ({fn.__name__})") from e
             if 400 <= status < 500:
                 raise IntegrityError(f"lakeFS refused {fn.__name__}: {status} {e.reason}") from e
             raise TransientError(f"lakeFS {fn.__name__}: {status} {e.reason}") from e
         except (HTTPError, OSError) as e:
             raise TransientError(f"lakeFS {fn.__name__}: {type(e).__name__}") from e
 
+    async def ping(self) -> None:
+        """Readiness: the server answers an authenticated request.
+
+        Raises:
+            TransientError: it does not answer.
+            IntegrityError: it refuses the credentials.
+        """
+        await self._call(self._repos.list_repositories, amount=1)
+
     async def get_commit(self, repo: str, ref: str) -> CommitInfo:
-        return _commit_info(await self.call(self.commits.get_commit, repo, ref))
+        return _commit_info(await self._call(self._commits.get_commit, repo, ref))
 
     async def log_page(
         self, repo: str, ref: str, *, after: str = "", amount: int = 100
     ) -> tuple[list[CommitInfo], str]:
         """One page of the first-parent log of ``ref``, newest first; and the ``after`` of the next ("" at the end)."""
-        page = await self.call(
-            self.refs.log_commits, repo, ref, after=after or None, amount=amount, first_parent=True
+        page = await self._call(
+            self._refs.log_commits, repo, ref, after=after or None, amount=amount, first_parent=True
         )
         more = str(page.pagination.next_offset or "") if page.pagination.has_more else ""
         return [_commit_info(c) for c in page.results], more
 
     async def default_branch(self, repo: str) -> str:
-        r = await self.call(self.repos.get_repository, repo)
+        r = await self._call(self._repos.get_repository, repo)
         return str(r.default_branch)
 
     async def action_runs(
         self, repo: str, *, branch: str = "", after: str = "", amount: int = 100
     ) -> tuple[list[ActionRunInfo], str]:
         """One page of the repository's action runs, newest first; and the ``after`` of the next."""
-        page = await self.call(
-            self.actions.list_repository_runs, repo, after=after or None, amount=amount, branch=branch or None
+        page = await self._call(
+            self._actions.list_repository_runs, repo, after=after or None, amount=amount, branch=branch or None
         )
         runs = [
             ActionRunInfo(
@@ -149,7 +156,7 @@ class LakeFS:
         return runs, str(page.pagination.next_offset or "") if page.pagination.has_more else ""
 
     async def run_hooks(self, repo: str, run_id: str) -> list[HookRunInfo]:
-        page = await self.call(self.actions.list_run_hooks, repo, run_id, amount=1000)
+        page = await self._call(self._actions.list_run_hooks, repo, run_id, amount=1000)
         return [HookRunInfo(action=h.action, hook_id=h.hook_id, status=h.status) for h in page.results]
 
     async def ensure_tag(self, repo: str, tag: str, commit_id: str) -> None:
@@ -159,9 +166,9 @@ class LakeFS:
             IntegrityError: the tag exists and points elsewhere.
         """
         try:
-            await self.call(self.tags.create_tag, repo, lakefs_sdk.TagCreation(id=tag, ref=commit_id))
+            await self._call(self._tags.create_tag, repo, lakefs_sdk.TagCreation(id=tag, ref=commit_id))
         except IntegrityError:
-            existing = await self.call(self.tags.get_tag, repo, tag)
+            existing = await self._call(self._tags.get_tag, repo, tag)
             if existing.commit_id != commit_id:
                 raise IntegrityError(f"tag {tag} points to {existing.commit_id}, not {commit_id}") from None
 
@@ -169,8 +176,8 @@ class LakeFS:
         out: list[ObjectInfo] = []
         after = ""
         while True:
-            page = await self.call(
-                self.objects.list_objects, repo, ref, prefix=prefix or None, after=after or None, amount=1000
+            page = await self._call(
+                self._objects.list_objects, repo, ref, prefix=prefix or None, after=after or None, amount=1000
             )
             for o in page.results:
                 if o.path_type == "object":
@@ -199,7 +206,7 @@ class LakeFS:
             )
             try:
                 if raw.status == 404:
-                    raise LakeFSNotFound(f"lakeFS object {repo}/{ref}/{path} not found")
+                    raise NotFoundError(f"lakeFS object {repo}/{ref}/{path} not found")
                 if raw.status >= 400:
                     err = IntegrityError if raw.status < 500 else TransientError
                     raise err(f"lakeFS get_object {path}: {raw.status}")
@@ -219,10 +226,10 @@ class LakeFS:
                 raw.release_conn()
             return n, h.hexdigest()
 
-        return await self.call(_run)
+        return await self._call(_run)
 
     async def read(self, repo: str, ref: str, path: str, max_bytes: int) -> bytes:
-        data = await self.call(self.objects.get_object, repo, ref, path)
+        data = await self._call(self._objects.get_object, repo, ref, path)
         if len(data) > max_bytes:
             raise IntegrityError(f"lakeFS object {path} exceeds {max_bytes} bytes")
         return bytes(data)
@@ -244,36 +251,36 @@ class LakeFS:
                     "POST", url + "?" + urlencode({"path": path}), body=content, headers=headers
                 )
             if r.status == 404:
-                raise LakeFSNotFound(f"lakeFS upload {repo}/{branch}/{path}: not found")
+                raise NotFoundError(f"lakeFS upload {repo}/{branch}/{path}: not found")
             if r.status >= 400:
                 err = IntegrityError if r.status < 500 else TransientError
                 raise err(f"lakeFS upload {path}: {r.status} {r.data[:200]!r}")
 
-        await self.call(_run)
+        await self._call(_run)
 
     async def delete(self, repo: str, branch: str, path: str) -> None:
-        await self.call(self.objects.delete_object, repo, branch, path)
+        await self._call(self._objects.delete_object, repo, branch, path)
 
     async def commit(self, repo: str, branch: str, message: str, metadata: dict[str, str] | None = None) -> str:
-        c = await self.call(
-            self.commits.commit, repo, branch, lakefs_sdk.CommitCreation(message=message, metadata=metadata or {})
+        c = await self._call(
+            self._commits.commit, repo, branch, lakefs_sdk.CommitCreation(message=message, metadata=metadata or {})
         )
         return str(c.id)
 
     async def branch_head(self, repo: str, branch: str) -> str:
-        ref = await self.call(self.branches.get_branch, repo, branch)
+        ref = await self._call(self._branches.get_branch, repo, branch)
         return str(ref.commit_id)
 
     async def create_branch(self, repo: str, name: str, source: str) -> None:
-        await self.call(self.branches.create_branch, repo, lakefs_sdk.BranchCreation(name=name, source=source))
+        await self._call(self._branches.create_branch, repo, lakefs_sdk.BranchCreation(name=name, source=source))
 
     async def merge(self, repo: str, source: str, dest: str, message: str = "") -> str:
-        r = await self.call(self.refs.merge_into_branch, repo, source, dest, merge=lakefs_sdk.Merge(message=message))
+        r = await self._call(self._refs.merge_into_branch, repo, source, dest, merge=lakefs_sdk.Merge(message=message))
         return str(r.reference)
 
     async def create_repository(self, repo: str, namespace: str, default_branch: str = "main") -> None:
-        await self.call(
-            self.repos.create_repository,
+        await self._call(
+            self._repos.create_repository,
             lakefs_sdk.RepositoryCreation(name=repo, storage_namespace=namespace, default_branch=default_branch),
         )
 
@@ -283,8 +290,8 @@ class LakeFS:
         out: list[tuple[str, str]] = []
         after = ""
         while True:
-            page = await self.call(
-                self.refs.diff_refs, repo, left, right, after=after or None, amount=1000, type="two_dot"
+            page = await self._call(
+                self._refs.diff_refs, repo, left, right, after=after or None, amount=1000, type="two_dot"
             )
             out.extend((d.type, d.path) for d in page.results if d.path_type == "object")
             if not page.pagination.has_more:
@@ -293,35 +300,35 @@ class LakeFS:
 
     async def uncommitted(self, repo: str, branch: str) -> bool:
         """Whether the branch has staged (uncommitted) changes."""
-        page = await self.call(self.branches.diff_branch, repo, branch, amount=1)
+        page = await self._call(self._branches.diff_branch, repo, branch, amount=1)
         return bool(page.results)
 
     async def copy_from(self, repo: str, branch: str, path: str, src_ref: str) -> None:
         """Server-side copy of ``path`` at ``src_ref`` onto ``branch`` (no data moves through us)."""
-        await self.call(
-            self.objects.copy_object, repo, branch, path,
+        await self._call(
+            self._objects.copy_object, repo, branch, path,
             lakefs_sdk.ObjectCopyCreation(src_path=path, src_ref=src_ref),
         )
 
     async def delete_paths(self, repo: str, branch: str, paths: list[str]) -> None:
         for i in range(0, len(paths), 1000):
-            await self.call(
-                self.objects.delete_objects, repo, branch, lakefs_sdk.PathList(paths=paths[i : i + 1000])
+            await self._call(
+                self._objects.delete_objects, repo, branch, lakefs_sdk.PathList(paths=paths[i : i + 1000])
             )
 
     async def hard_reset(self, repo: str, branch: str, ref: str) -> None:
-        await self.call(self.experimental.hard_reset_branch, repo, branch, ref, force=False)
+        await self._call(self._experimental.hard_reset_branch, repo, branch, ref, force=False)
 
     async def branch_head_or_none(self, repo: str, branch: str) -> str | None:
         try:
             return await self.branch_head(repo, branch)
-        except LakeFSNotFound:
+        except NotFoundError:
             return None
 
     async def stat(self, repo: str, ref: str, path: str) -> ObjectInfo | None:
         try:
-            o = await self.call(self.objects.stat_object, repo, ref, path)
-        except LakeFSNotFound:
+            o = await self._call(self._objects.stat_object, repo, ref, path)
+        except NotFoundError:
             return None
         return ObjectInfo(path=o.path, size=int(o.size_bytes or 0), checksum=o.checksum)
 

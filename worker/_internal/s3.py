@@ -21,23 +21,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.config import Settings
-from worker.errors import IntegrityError, TransientError
+from worker.errors import AlreadyExistsError, ConflictError, IntegrityError, NotFoundError, TransientError
 
-__all__ = ["AlreadyExists", "Bucket", "NotFound", "PreconditionFailed", "open_bucket"]
+__all__ = ["Bucket", "Head", "open_bucket", "split_s3_uri"]
 
 _PART = 16 * 1024 * 1024
-
-
-class NotFound(IntegrityError):  # noqa: N818 - public name, used by callers and tests
-    """No object at that key."""
-
-
-class PreconditionFailed(IntegrityError):  # noqa: N818 - public name, used by callers and tests
-    """A conditional write lost: the object changed or already exists."""
-
-
-class AlreadyExists(PreconditionFailed):
-    """``If-None-Match: *`` refused: an immutable object is already there."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +39,9 @@ def _wrap(e: Exception, what: str) -> Exception:
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-            return NotFound(f"s3: {what}: not found")
+            return NotFoundError(f"s3: {what}: not found")
         if code == "PreconditionFailed" or status == 412:
-            return PreconditionFailed(f"s3: {what}: precondition failed")
+            return ConflictError(f"s3: {what}: precondition failed")
         if 400 <= status < 500 and status not in (408, 429):
             return IntegrityError(f"s3: {what}: {code} ({status})")
         return TransientError(f"s3: {what}: {code or type(e).__name__} ({status})")
@@ -68,12 +56,20 @@ class Bucket:
     def uri(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
 
+    def key_of(self, uri: str) -> str | None:
+        """The key that ``uri`` names in this bucket; ``None`` if it is not an ``s3://`` URI here."""
+        try:
+            bucket, key = split_s3_uri(uri)
+        except ValueError:
+            return None
+        return key if bucket == self.name else None
+
     async def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         """Write a small object; return its ETag.
 
         Raises:
-            AlreadyExists: ``if_none_match`` and the key exists.
-            PreconditionFailed: ``if_match`` and the ETag differs.
+            AlreadyExistsError: ``if_none_match`` and the key exists.
+            ConflictError: ``if_match`` and the ETag differs.
         """
         kw: dict[str, Any] = {}
         if if_none_match:
@@ -84,8 +80,8 @@ class Bucket:
             r = await self._c.put_object(Bucket=self.name, Key=key, Body=data, **kw)
         except (ClientError, BotoCoreError) as e:
             err = _wrap(e, f"put {key}")
-            if if_none_match and isinstance(err, PreconditionFailed):
-                raise AlreadyExists(f"s3: {key} already exists") from e
+            if if_none_match and isinstance(err, ConflictError):
+                raise AlreadyExistsError(f"s3: {key} already exists") from e
             raise err from e
         return str(r["ETag"])
 
@@ -128,8 +124,8 @@ class Bucket:
                 raise
         except (ClientError, BotoCoreError) as e:
             err = _wrap(e, f"upload {key}")
-            if isinstance(err, PreconditionFailed):
-                raise AlreadyExists(f"s3: {key} already exists") from e
+            if isinstance(err, ConflictError):
+                raise AlreadyExistsError(f"s3: {key} already exists") from e
             raise err from e
         return h.hexdigest()
 
@@ -137,7 +133,7 @@ class Bucket:
         """Read a small object; return (bytes, ETag).
 
         Raises:
-            NotFound: no such key.
+            NotFoundError: no such key.
             IntegrityError: larger than ``max_bytes``.
         """
         try:
@@ -184,7 +180,7 @@ class Bucket:
             r = await self._c.head_object(Bucket=self.name, Key=key)
         except (ClientError, BotoCoreError) as e:
             err = _wrap(e, f"head {key}")
-            if isinstance(err, NotFound):
+            if isinstance(err, NotFoundError):
                 return None
             raise err from e
         return Head(size=int(r["ContentLength"]), etag=str(r["ETag"]))
@@ -206,10 +202,15 @@ class Bucket:
             raise _wrap(e, f"delete {key}") from e
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)``; the inverse of :meth:`Bucket.uri`.
+
+    Raises:
+        ValueError: not an ``s3://`` URI with a bucket and a key.
+    """
+    bucket, sep, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not sep:
         raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
     return bucket, key
 
 

@@ -21,14 +21,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-
+from worker._internal.kafka import read_partition
 from worker.agents.ledger_io import LedgerReader, checkpoint_key, commit_key, verify_note
 from worker.agents.recording import parquet_key, verify_candidate
 from worker.agents.runtime import Runtime
 from worker.constants import CHECKPOINTS_PREFIX, LEDGER_HEAD_KEY, META_PREFIX, TOPIC_INDEX_CANDIDATES
-from worker.errors import IntegrityError, TransientError, VerificationError
+from worker.errors import IntegrityError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger import merkle
 from worker.ledger.chain import BundleCheck, LineChecker, check_bundle, link
@@ -448,27 +446,5 @@ class _Replay:
 
 async def _candidates(rt: Runtime) -> AsyncIterator[bytes]:
     """Every value on the writer topic, up to its current end, in batches."""
-    topic = rt.settings.topic(TOPIC_INDEX_CANDIDATES)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=rt.settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        group_id=None,
-        max_partition_fetch_bytes=8 << 20,
-        fetch_max_bytes=64 << 20,
-    )
-    try:
-        await consumer.start()
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
-            for record in batch.get(tp, []):
-                if record.value is not None:
-                    yield record.value
-    except KafkaError as e:
-        raise TransientError(f"replay: Kafka: {type(e).__name__}") from e
-    finally:
-        await consumer.stop()
+    async for value in read_partition(rt.settings.kafka_bootstrap, rt.settings.topic(TOPIC_INDEX_CANDIDATES)):
+        yield value

@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from worker._internal.s3 import AlreadyExists
 from worker.agents.recording import fault_point
 from worker.agents.runtime import Runtime
 from worker.agents.staging import Staged, stage_commit
@@ -39,7 +38,7 @@ from worker.constants import (
     EVIDENCE_PREFIX,
     TOPIC_LINEAGE,
 )
-from worker.errors import IntegrityError
+from worker.errors import AlreadyExistsError, IntegrityError
 from worker.events import CommitEvent
 from worker.evidence import EnergyModel, measure, run_event, spans_to_otlp_json
 from worker.evidence.lineage import JOB_NAMESPACE, dataset
@@ -187,14 +186,14 @@ async def bundle_and_upload(
                 await rt.bucket.put(ev_prefix + name, data, if_none_match=True)
             try:
                 await rt.bucket.upload_file(artifact_key, built.path)
-            except AlreadyExists:
+            except AlreadyExistsError:
                 await _check_existing_bundle(rt, artifact_key, built.sha256, work)
             # A crash here leaves a bundle without its attestation: the redelivered event finishes it.
             fault_point("bundle.after_artifact")
             att_key = f"{ATTESTATIONS_PREFIX}{commit}.intoto.json"
             try:
                 await rt.bucket.put(att_key, envelope, if_none_match=True)
-            except AlreadyExists:
+            except AlreadyExistsError:
                 log.info("bundle.attestation_exists", key=att_key)
         for ev in lineage:
             await rt.producer.send(rt.settings.topic(TOPIC_LINEAGE), canonical_bytes(ev), key=run_id.encode())
@@ -206,7 +205,7 @@ async def bundle_and_upload(
 
 async def _check_existing_bundle(rt: Runtime, key: str, digest: str, work: Path) -> None:
     """A stored bundle must be byte-identical to the rebuild, or it is an incident."""
-    _, existing = await rt.bucket.download(key, work / "existing.tar.zst", rt.settings.limits.bundle_max_bytes)
+    _, existing = await rt.bucket.download(key, work / "existing.tar.zst", rt.settings.limits.max_bundle_bytes)
     if existing != digest:
         raise IntegrityError(
             f"stored bundle {key} has sha256 {existing}, the rebuild has {digest}: not reproducible or tampered"

@@ -7,8 +7,7 @@ cannot publish what the writer would refuse.
 from __future__ import annotations
 
 from worker.agents.bundling import PublishedBundle
-from worker.bundle import parse_utc
-from worker.ledger.row import IndexCandidate, format_utc
+from worker.ledger.row import IndexCandidate
 
 __all__ = ["candidate_of"]
 
@@ -19,7 +18,7 @@ def candidate_of(p: PublishedBundle, producer: str) -> IndexCandidate:
         "lakefs_repo": e.repository_id,
         "lakefs_branch": e.branch_id,
         "lakefs_commit": e.commit_id,
-        "created_at": format_utc(parse_utc(p.created_at)),
+        "created_at": p.created_at,
         "producer": producer,
         "openlineage_run_id": p.run_id,
         "otel_trace_id": p.trace_id,

@@ -9,6 +9,7 @@ from worker.agents.runtime import Runtime
 from worker.canonical import canonical_bytes
 from worker.constants import TOPIC_GOVERNANCE
 from worker.events import CommitEvent, event_key
+from worker.utc import format_utc
 
 __all__ = ["emit", "emit_raw"]
 
@@ -21,7 +22,7 @@ async def emit(rt: Runtime, kind: str, event: CommitEvent, **fields: Any) -> Non
 async def emit_raw(rt: Runtime, kind: str, repo: str, commit: str, **fields: Any) -> None:
     body = {
         "type": kind,
-        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "time": format_utc(datetime.now(UTC)),
         "lakefs_repo": repo,
         "lakefs_commit": commit,
         **fields,

@@ -35,6 +35,7 @@ from worker.constants import TOPIC_DEAD_LETTER, TOPIC_INDEX_CANDIDATES
 from worker.errors import ConfigError, Error, IntegrityError, TransientError
 from worker.events import CommitEvent, decode_event, event_key
 from worker.keys import load_private_key
+from worker.retry import retry_transient
 from worker.tracing import context_from_headers
 
 __all__ = ["handle_commit_event", "signing_key"]
@@ -79,22 +80,18 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: 
     await _best_effort("bundle.seen_marker_failed", event, markers.mark_seen(rt.bucket, event))
     parent = context_from_headers(headers)
     key = signing_key(rt)
-    delay = 0.5
-    for attempt in range(rt.settings.bundle_retries + 1):
-        try:
-            published = await bundle_and_upload(rt, event, key, parent)
-            break
-        except TransientError as e:
-            if attempt == rt.settings.bundle_retries:
-                await _give_up(rt, event, value, headers, f"retries exhausted: {e}", retryable=True)
-                return False
-            log.warning("bundle.retry", attempt=attempt + 1, error=str(e), commit_id=event.commit_id)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-        except Error as e:
-            log.error("bundle.rejected", error=e.diagnostics(), commit_id=event.commit_id)
-            await _give_up(rt, event, value, headers, e.diagnostics(), retryable=False)
-            return False
+    try:
+        published = await retry_transient(
+            lambda: bundle_and_upload(rt, event, key, parent), log, "bundle.retry",
+            retries=rt.settings.bundle_retries, commit_id=event.commit_id,
+        )
+    except TransientError as e:
+        await _give_up(rt, event, value, headers, f"retries exhausted: {e}", retryable=True)
+        return False
+    except Error as e:
+        log.error("bundle.rejected", error=e.diagnostics(), commit_id=event.commit_id)
+        await _give_up(rt, event, value, headers, e.diagnostics(), retryable=False)
+        return False
     candidate = candidate_of(published, rt.settings.producer_name).to_bytes()
     # Bookkeeping that must survive cancellation: the bundle is stored, so its
     # candidate must reach the writer even if the worker is being stopped.

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
-from worker._internal.s3 import Bucket, NotFound
+from worker._internal.s3 import Bucket
 from worker.constants import (
     CHECKPOINTS_PREFIX,
     INDEX_JSONL_KEY,
@@ -26,7 +26,7 @@ from worker.constants import (
     LEDGER_COMMITS_PREFIX,
     LEDGER_HEAD_KEY,
 )
-from worker.errors import IntegrityError, VerificationError
+from worker.errors import IntegrityError, NotFoundError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger import merkle
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_and_verify
@@ -114,7 +114,7 @@ class LedgerReader:
         """The commit's row and its line (the Merkle leaf), from its row object."""
         try:
             data, _ = await self.bucket.get(commit_key(commit), MAX_LINE_BYTES)
-        except NotFound:
+        except NotFoundError:
             await self._refuse_legacy()
             return None
         line = data.rstrip(b"\n")
@@ -127,7 +127,7 @@ class LedgerReader:
         """The latest public checkpoint's bytes, or None for an empty ledger."""
         try:
             note, _ = await self.bucket.get(LEDGER_CHECKPOINT_KEY, MAX_NOTE_BYTES)
-        except NotFound:
+        except NotFoundError:
             await self._refuse_legacy()
             return None
         return note
@@ -156,7 +156,7 @@ class LedgerReader:
             async with sem:
                 try:
                     return (await self.bucket.get(tile.key, TILE_WIDTH * merkle.HASH_SIZE))[0]
-                except NotFound:
+                except NotFoundError:
                     pass
                 # A partial tile is deleted once its tile is full (tlog-tiles allows it): a
                 # reader of an older checkpoint takes the full tile's prefix instead.
@@ -165,7 +165,7 @@ class LedgerReader:
                     try:
                         data = (await self.bucket.get(full.key, TILE_WIDTH * merkle.HASH_SIZE))[0]
                         return data[: tile.width * merkle.HASH_SIZE]
-                    except NotFound:
+                    except NotFoundError:
                         pass
                 raise VerificationError(f"tile {tile.key} is missing")
 
@@ -179,13 +179,13 @@ class LedgerReader:
         """
         try:
             return (await self.bucket.get(entries_key(index, width), _BUNDLE_MAX))[0]
-        except NotFound:
+        except NotFoundError:
             pass
         # As for tiles: a partial bundle may be gone once its bundle is full.
         if width < TILE_WIDTH:
             try:
                 full = (await self.bucket.get(entries_key(index, TILE_WIDTH), _BUNDLE_MAX))[0]
-            except NotFound:
+            except NotFoundError:
                 pass
             else:
                 lines = full.split(b"\n")

@@ -24,12 +24,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker._internal.s3 import AlreadyExists, Bucket, NotFound
+from worker._internal.s3 import Bucket
 from worker.canonical import canonical_bytes
 from worker.coverage import FailedMark, Floor
-from worker.errors import IntegrityError
+from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError
 from worker.events import CommitEvent
 from worker.ids import check_branch, check_commit, check_repo
+from worker.utc import format_utc, parse_rfc3339
 
 __all__ = [
     "BranchState",
@@ -54,26 +55,19 @@ WATCH_PREFIX = "watch/"
 _MAX = 1 << 20
 
 
-def _ts(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _parse_ts(v: object, key: str) -> datetime:
     if not isinstance(v, str):
         raise IntegrityError(f"s3: {key}: timestamp missing")
     try:
-        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        return parse_rfc3339(v)
     except ValueError:
         raise IntegrityError(f"s3: {key}: bad timestamp {v!r}") from None
-    if t.tzinfo is None:
-        raise IntegrityError(f"s3: {key}: timestamp without zone")
-    return t.astimezone(UTC)
 
 
 async def _get_json(bucket: Bucket, key: str) -> dict[str, Any] | None:
     try:
         data, _ = await bucket.get(key, _MAX)
-    except NotFound:
+    except NotFoundError:
         return None
     try:
         value = json.loads(data)
@@ -96,18 +90,18 @@ async def mark_seen(bucket: Bucket, event: CommitEvent, now: datetime | None = N
         "branch": event.branch_id,
         "commit": event.commit_id,
         "source": event.source,
-        "seen_at": _ts(now or datetime.now(UTC)),
+        "seen_at": format_utc(now or datetime.now(UTC)),
     }
     try:
         await bucket.put(_seen_key(event.repository_id, event.commit_id), canonical_bytes(body), if_none_match=True)
-    except AlreadyExists:
+    except AlreadyExistsError:
         return False
     return True
 
 
 async def touch_seen(bucket: Bucket, repo: str, branch: str, commit: str, now: datetime) -> None:
     """Restart a pending commit's clock after the reconciler asked for it again."""
-    body = {"repository": repo, "branch": branch, "commit": commit, "source": "reconcile", "seen_at": _ts(now)}
+    body = {"repository": repo, "branch": branch, "commit": commit, "source": "reconcile", "seen_at": format_utc(now)}
     await bucket.put(_seen_key(repo, commit), canonical_bytes(body))
 
 
@@ -149,7 +143,7 @@ async def mark_failed(
     body = {
         "reason": reason[:4096],
         "retryable": retryable,
-        "failed_at": _ts(now or datetime.now(UTC)),
+        "failed_at": format_utc(now or datetime.now(UTC)),
         "attempts": (previous.attempts + 1) if previous else 1,
         "event": event.model_dump(mode="json"),
     }
@@ -247,9 +241,9 @@ async def register_watch(bucket: Bucket, repo: str, branch: str, installed_commi
         "repository": repo,
         "branch": branch,
         "installed_commit": installed_commit,
-        "installed_at": _ts(installed_at),
+        "installed_at": format_utc(installed_at),
     }
-    with contextlib.suppress(AlreadyExists):
+    with contextlib.suppress(AlreadyExistsError):
         await bucket.put(f"{WATCH_PREFIX}{repo}/{branch}.json", canonical_bytes(body), if_none_match=True)
 
 

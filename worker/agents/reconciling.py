@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from worker._internal.lakefs import CommitInfo, LakeFSNotFound
+from worker._internal.lakefs import CommitInfo
 from worker.agents import markers
 from worker.agents.ledger_io import LedgerReader
 from worker.agents.runtime import Runtime
@@ -52,7 +52,7 @@ from worker.coverage import (
     plan_pass,
     through_newest_recorded,
 )
-from worker.errors import Error
+from worker.errors import Error, NotFoundError
 from worker.events import CommitEvent, event_key
 from worker.tracing import headers_with_trace
 from worker.watch import WatchSpec, parse_since, parse_watched_repos
@@ -469,7 +469,7 @@ class Reconciler:
         try:
             return await failed_hook_runs(self.rt, t.repo, t.branch, not_before=not_before, max_pages=1,
                                           inspected=self._inspected_runs)
-        except LakeFSNotFound:
+        except NotFoundError:
             return []
 
     async def _save_state(

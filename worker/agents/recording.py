@@ -33,7 +33,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 
-from worker._internal.s3 import AlreadyExists, Bucket, NotFound
+from worker._internal.s3 import Bucket
 from worker.agents.governance import emit_raw
 from worker.agents.ledger_io import LedgerReader, checkpoint_key, checkpoint_origin, commit_key, verify_note
 from worker.agents.runtime import Runtime
@@ -48,7 +48,7 @@ from worker.constants import (
     LEDGER_HEAD_KEY,
     META_PREFIX,
 )
-from worker.errors import Error, IntegrityError, VerificationError
+from worker.errors import AlreadyExistsError, Error, IntegrityError, NotFoundError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger.chain import LineChecker, verify_jsonl
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, sign_checkpoint
@@ -126,7 +126,7 @@ async def put_once(bucket: Bucket, key: str, data: bytes) -> bool:
     try:
         await bucket.put(key, data, if_none_match=True)
         return True
-    except AlreadyExists:
+    except AlreadyExistsError:
         stored, _ = await bucket.get(key, max(len(data), 1) * 2 + 1024)
         if stored != data:
             raise IntegrityError(f"{key} is already stored with other bytes than the ledger derives") from None
@@ -177,7 +177,7 @@ class LedgerStore:
         state = "clean"
         try:
             data, etag = await bucket.get(LEDGER_HEAD_KEY, MAX_HEAD_BYTES)
-        except NotFound:
+        except NotFoundError:
             if await bucket.head(INDEX_JSONL_KEY) is None:
                 return cls(bucket, origin, key, key_name, tip=Tip(), etag=None), "empty"
             if not await migrate_legacy(bucket, origin, key, key_name):
@@ -202,7 +202,7 @@ class LedgerStore:
         """Steps 2 and 3: the head with ``If-Match``, then everything it implies.
 
         Raises:
-            PreconditionFailed: another writer moved the head; reload and retry.
+            ConflictError: another writer moved the head; reload and retry.
         """
         tip, objects = appender.finish()
         note = sign_checkpoint(self.origin, tip.size, tip.root(), self.key_name, self.key)
@@ -266,14 +266,14 @@ class LedgerStore:
         """Move ``ledger/checkpoint`` forward to the head's, never backward."""
         try:
             current, etag = await self.bucket.get(LEDGER_CHECKPOINT_KEY, MAX_NOTE_BYTES)
-        except NotFound:
+        except NotFoundError:
             current, etag = b"", None
         if current == head.note or _note_size(current) > head.size:
             return False
         if etag is None:
             try:
                 await self.bucket.put(LEDGER_CHECKPOINT_KEY, head.note, if_none_match=True)
-            except AlreadyExists:
+            except AlreadyExistsError:
                 return await self._publish_checkpoint(head)
         else:
             await self.bucket.put(LEDGER_CHECKPOINT_KEY, head.note, if_match=etag)
@@ -416,7 +416,7 @@ async def record_batch(
         parsed: list[IndexCandidate | IntegrityError] = []
         for value in values:
             try:
-                parsed.append(parse_candidate(value, max_bytes=rt.settings.limits.message_max_bytes))
+                parsed.append(parse_candidate(value, max_bytes=rt.settings.limits.max_message_bytes))
             except IntegrityError as e:
                 parsed.append(e)
         candidates = [c for c in parsed if isinstance(c, IndexCandidate)]
@@ -428,7 +428,7 @@ async def record_batch(
         appender = Appender(store.tip, recorded)
         outcomes = [_apply(appender, p, value, err, now) for p, value, err in zip(parsed, values, checks, strict=True)]
         if appender.rows:
-            # PreconditionFailed propagates: another writer won; the caller reloads and retries.
+            # ConflictError propagates: another writer won; the caller reloads and retries.
             await store.commit(appender)
     for o in outcomes:
         await _report(rt, o)

@@ -37,17 +37,15 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
-from worker._internal.s3 import AlreadyExists, NotFound
 from worker.agents.governance import emit_raw
 from worker.agents.ledger_io import LedgerReader
 from worker.agents.recording import fault_point
 from worker.agents.runtime import Runtime
 from worker.bundle.extract import extract_bundle
-from worker.bundle.limits import BundleLimits
 from worker.bundle.verify import verify_bundle
 from worker.canonical import canonical_bytes
 from worker.constants import TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
-from worker.errors import IntegrityError, VerificationError
+from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError, VerificationError
 from worker.evidence import run_event
 from worker.evidence.lineage import JOB_NAMESPACE, dataset
 from worker.keys import TrustedKeys
@@ -114,7 +112,7 @@ async def _already_done(rt: Runtime, req: RollbackRequest) -> RollbackResult | N
     """Idempotency: a request id that already has a result is answered with it."""
     try:
         stored, _ = await rt.bucket.get(_key(req, "result.json"), 1 << 20)
-    except NotFound:
+    except NotFoundError:
         return None
     result = RollbackResult.model_validate_json(stored)
     log.info("rollback.already_done", status=result.status)
@@ -202,7 +200,7 @@ async def _finish(rt: Runtime, req: RollbackRequest, result: RollbackResult) -> 
     """Store the final result once; a concurrent duplicate keeps the first."""
     try:
         await rt.bucket.put(_key(req, "result.json"), result.to_bytes(), if_none_match=True)
-    except AlreadyExists:
+    except AlreadyExistsError:
         stored, _ = await rt.bucket.get(_key(req, "result.json"), 1 << 20)
         result = RollbackResult.model_validate_json(stored)
     await _publish(rt, result)
@@ -223,7 +221,7 @@ async def _verify(
     if not row.artifact_uri.startswith(prefix) or not row.signatures.in_toto.startswith(prefix):
         raise _Rejected("the recorded bundle is outside the registry bucket")
     bundle = work / "bundle.tar.zst"
-    limits = BundleLimits.from_config(rt.settings.limits)
+    limits = rt.settings.limits
     _, digest = await rt.bucket.download(row.artifact_uri[len(prefix):], bundle, limits.max_bundle_bytes)
     if digest != row.checksums.artifact_sha256:
         raise _Rejected(f"bundle sha256 {digest} does not match the ledger row ({row.checksums.artifact_sha256})")
@@ -245,7 +243,7 @@ async def _bundle_trace_link(rt: Runtime, row: LedgerRow) -> list[Link]:
     key = f"evidence/{row.lakefs_commit}/{row.openlineage_run_id}/otel-trace.json"
     try:
         doc = json.loads((await rt.bucket.get(key, 16 << 20))[0])
-    except (NotFound, ValueError):
+    except (NotFoundError, ValueError):
         return []
     for rs in doc.get("resourceSpans", []):
         for ss in rs.get("scopeSpans", []):
@@ -295,7 +293,7 @@ async def _claim(rt: Runtime, req: RollbackRequest, plan: dict[str, Any]) -> dic
     try:
         await rt.bucket.put(_key(req, "claim.json"), canonical_bytes(claim), if_none_match=True)
         return claim
-    except AlreadyExists:
+    except AlreadyExistsError:
         stored = json.loads((await rt.bucket.get(_key(req, "claim.json"), 1 << 20))[0])
         log.warning("rollback.resuming", head_before=stored["head_before"])
         return dict(stored)
@@ -395,12 +393,12 @@ async def _check(rt: Runtime, req: RollbackRequest, ref: str, files: dict[str, P
                     if at_commit is None or at_commit.checksum != info.checksum:
                         raise IntegrityError(f"restored STAC {path} differs from the commit")
                 else:
-                    _, got = await rt.lakefs.download(repo, ref, path, tmp, rt.settings.limits.member_max_bytes)
+                    _, got = await rt.lakefs.download(repo, ref, path, tmp, rt.settings.limits.max_member_bytes)
                     if got != want:
                         raise IntegrityError(f"restored {path}: sha256 {got} != manifest {want}")
             elif member.startswith(S3_ROOT):
                 key = member[len(S3_ROOT):].partition("/")[2]
-                _, got = await rt.bucket.download(key, tmp, rt.settings.limits.member_max_bytes)
+                _, got = await rt.bucket.download(key, tmp, rt.settings.limits.max_member_bytes)
                 if got != want:
                     raise IntegrityError(f"restored s3 object {key}: sha256 mismatch")
             checked += 1
@@ -442,7 +440,7 @@ async def _record(rt: Runtime, req: RollbackRequest, row: LedgerRow, detail: dic
         "traces": {"rollback": detail["trace_id"], "bundle": row.otel_trace_id},
     }
     for name, body in (("story.json", story), ("openlineage.json", events)):
-        with contextlib.suppress(AlreadyExists):
+        with contextlib.suppress(AlreadyExistsError):
             await rt.bucket.put(_key(req, name), canonical_bytes(body), if_none_match=True)
 
 

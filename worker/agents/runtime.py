@@ -36,7 +36,7 @@ class Runtime:
         producer = Producer(
             settings.kafka_bootstrap,
             timeout_s=settings.kafka_timeout_s,
-            max_message_bytes=settings.limits.message_max_bytes,
+            max_message_bytes=settings.limits.max_message_bytes,
         )
         stack.push_async_callback(producer.aclose)
         lakefs = LakeFS(settings)

@@ -16,7 +16,7 @@ import structlog
 from opentelemetry import trace
 
 from worker._internal.lakefs import CommitInfo, ObjectInfo
-from worker._internal.s3 import parse_s3_uri
+from worker._internal.s3 import split_s3_uri
 from worker.agents.runtime import Runtime
 from worker.bundle.manifest import BundleMember, MemberKind
 from worker.errors import IntegrityError
@@ -115,8 +115,8 @@ async def _stage_stac(
     base = f"lakefs://{repo}/{commit_id}"
     with tracer.start_as_current_span("bundle.stac") as span:
         stac = [o for o in listing if o.path.endswith(".json") and o.path.startswith(rules.stac_prefixes)]
-        if len(stac) > limits.stac_max_objects:
-            raise IntegrityError(f"{len(stac)} STAC files exceed the limit {limits.stac_max_objects}")
+        if len(stac) > limits.max_stac_objects:
+            raise IntegrityError(f"{len(stac)} STAC files exceed the limit {limits.max_stac_objects}")
         for o in stac:
             raw = await rt.lakefs.read(repo, commit_id, o.path, _STAC_MAX_BYTES)
             rw = rewrite_stac(o.path, raw, repo=repo, commit=commit_id, objects=objects)
@@ -147,7 +147,7 @@ async def _stage_configs(
         for o in listing:
             if is_config(o.path, rules):
                 mp = bundle_path(o.path)
-                size, digest = await _download(rt, repo, commit_id, o, staging / mp, limit=limits.member_max_bytes)
+                size, digest = await _download(rt, repo, commit_id, o, staging / mp, limit=limits.max_member_bytes)
                 staged.add(mp, "config", staging / mp, size, digest)
                 staged.configs.append({"path": o.path, "sha256": digest})
                 staged.lakefs_inputs.append(o.path)
@@ -175,13 +175,13 @@ async def _stage_models(
             staged.add(mp, "meta", staging / mp, size, digest)
             for entry in manifest.models:
                 if entry.path.startswith("s3://"):
-                    bucket, key = parse_s3_uri(entry.path)
+                    bucket, key = split_s3_uri(entry.path)
                     if bucket != rt.bucket.name:
                         raise IntegrityError(f"model {entry.name}: only s3://{rt.bucket.name}/ URIs are reachable")
                     mp = s3_bundle_path(bucket, key)
                     dest = staging / mp
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    size, digest = await rt.bucket.download(key, dest, limits.model_max_bytes)
+                    size, digest = await rt.bucket.download(key, dest, limits.max_model_bytes)
                     source = entry.path
                 else:
                     if entry.path not in objects:
@@ -189,7 +189,7 @@ async def _stage_models(
                     mp = bundle_path(entry.path)
                     dest = staging / mp
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    size, digest = await rt.lakefs.download(repo, commit_id, entry.path, dest, limits.model_max_bytes)
+                    size, digest = await rt.lakefs.download(repo, commit_id, entry.path, dest, limits.max_model_bytes)
                     source = f"{base}/{entry.path}"
                     staged.lakefs_inputs.append(entry.path)
                 staged.add(mp, "model", dest, size, digest)

@@ -4,7 +4,6 @@ Nothing here imports Kafka, lakeFS or S3 clients (STYLE.md: keep
 verification separate from transport); callers move the bytes.
 """
 
-from worker.bundle._time import format_utc, parse_utc
 from worker.bundle.attest import (
     VerifiedStatement,
     build_statement,
@@ -15,7 +14,6 @@ from worker.bundle.attest import (
     verify_envelope,
 )
 from worker.bundle.extract import ExtractedBundle, extract_bundle
-from worker.bundle.limits import DEFAULT_LIMITS, BundleLimits
 from worker.bundle.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -28,11 +26,9 @@ from worker.bundle.tarzst import BundleDigest, write_bundle
 from worker.bundle.verify import VerifiedBundle, verify_bundle
 
 __all__ = [
-    "DEFAULT_LIMITS",
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
     "BundleDigest",
-    "BundleLimits",
     "BundleManifest",
     "BundleMember",
     "ExtractedBundle",
@@ -44,9 +40,7 @@ __all__ = [
     "byproducts_from_manifest",
     "check_member_path",
     "extract_bundle",
-    "format_utc",
     "pae",
-    "parse_utc",
     "sign_statement",
     "verify_bundle",
     "verify_envelope",

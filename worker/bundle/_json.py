@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import ValidationError
-
-__all__ = ["describe_validation_error", "strict_json_loads"]
+__all__ = ["strict_json_loads"]
 
 
 def strict_json_loads(data: bytes) -> Any:
@@ -27,17 +25,6 @@ def strict_json_loads(data: bytes) -> Any:
         object_pairs_hook=_reject_duplicate_keys,
         parse_constant=_reject_constant,
     )
-
-
-def describe_validation_error(e: ValidationError) -> str:
-    """The first problem in ``e`` as ``loc: message``, without the input value.
-
-    Why not ``str(e)``: pydantic echoes the offending input, which for
-    untrusted data can be large or carry control characters.
-    """
-    first = e.errors(include_url=False, include_input=False)[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
-    return f"{loc}: {first['msg']} ({e.error_count()} error(s))"
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

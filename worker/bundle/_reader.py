@@ -4,7 +4,7 @@ Why our own tar parser: ``tarfile`` reads a pax extended header into memory
 whatever size its header claims, follows GNU sparse maps, and accepts many
 entry kinds we never write. Here the grammar is exactly what
 :mod:`worker.bundle.tarzst` writes (PAX headers, regular files) and every size
-is bounded by :class:`~worker.bundle.limits.BundleLimits` *before* it is read.
+is bounded by :class:`~worker.limits.Limits` *before* it is read.
 Headers are still decoded by the documented ``tarfile.TarInfo.frombuf`` so
 checksum and number parsing are not ours to get wrong.
 
@@ -21,7 +21,6 @@ from typing import IO, BinaryIO, Protocol, cast
 
 import zstandard
 
-from worker.bundle.limits import MAX_PAX_HEADER_BYTES, BundleLimits
 from worker.bundle.manifest import (
     MANIFEST_NAME,
     BundleManifest,
@@ -31,6 +30,7 @@ from worker.bundle.manifest import (
 )
 from worker.bundle.tarzst import CHUNK_SIZE
 from worker.errors import VerificationError
+from worker.limits import MAX_PAX_HEADER_BYTES, Limits
 
 __all__ = ["DiscardSink", "MemberSink", "ReadResult", "hash_stream", "read_bundle"]
 
@@ -345,7 +345,7 @@ def _check_entry(h: _Header) -> None:
         raise VerificationError(f"member {name}: unsafe path: {e}") from e
 
 
-def _read_manifest(tar: _TarReader, limits: BundleLimits) -> BundleManifest:
+def _read_manifest(tar: _TarReader, limits: Limits) -> BundleManifest:
     # (4) the first member is manifest.json, within its size limit.
     h = tar.next_header()
     if h is None:
@@ -382,7 +382,7 @@ def _read_manifest(tar: _TarReader, limits: BundleLimits) -> BundleManifest:
 
 
 def _read_members(
-    tar: _TarReader, manifest: BundleManifest, limits: BundleLimits, sink: MemberSink
+    tar: _TarReader, manifest: BundleManifest, limits: Limits, sink: MemberSink
 ) -> None:
     expected = {m.path: m for m in manifest.members}
     seen: set[str] = set()
@@ -424,7 +424,7 @@ def _read_members(
         raise VerificationError(f"member {show_path(missing[0])}: missing from the bundle{more}")
 
 
-def read_bundle(source: BinaryIO, limits: BundleLimits, sink: MemberSink) -> ReadResult:
+def read_bundle(source: BinaryIO, limits: Limits, sink: MemberSink) -> ReadResult:
     """Decode, check and stream one bundle: steps (3)-(5).
 
     Raises:

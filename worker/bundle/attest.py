@@ -35,15 +35,15 @@ from pydantic import (
     model_validator,
 )
 
-from worker.bundle._json import describe_validation_error, strict_json_loads
-from worker.bundle._time import format_utc, parse_utc
-from worker.bundle.limits import DEFAULT_LIMITS
+from worker.bundle._json import strict_json_loads
 from worker.bundle.manifest import BundleManifest, show_path
 from worker.canonical import canonical_bytes
 from worker.constants import DSSE_PAYLOAD_TYPE
-from worker.errors import VerificationError
-from worker.ids import check_branch, check_commit, check_repo
+from worker.errors import VerificationError, describe_validation_error
+from worker.ids import Sha256Hex, check_branch, check_commit, check_repo
 from worker.keys import TrustedKeys, key_id
+from worker.limits import DEFAULT_LIMITS
+from worker.utc import format_utc, parse_utc
 
 __all__ = [
     "BUILD_TYPE",
@@ -70,7 +70,6 @@ _MAX_SIGNATURES = 16
 _B64_STD = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _B64_URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 
-Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
@@ -383,7 +382,7 @@ def verify_envelope(
         statement = strict_json_loads(payload)
         model = _Statement.model_validate_json(payload)
     except ValidationError as e:
-        raise VerificationError(f"attestation: {describe_validation_error(e)}") from e
+        raise VerificationError(f"attestation: {describe_validation_error(e, whole='<root>')}") from e
     except ValueError as e:
         raise VerificationError(f"attestation: not valid JSON: {e}") from e
     params = model.predicate.build_definition.external_parameters
@@ -406,7 +405,7 @@ def _parse_envelope(envelope_bytes: bytes, max_bytes: int) -> tuple[_Envelope, b
         strict_json_loads(envelope_bytes)
         envelope = _Envelope.model_validate_json(envelope_bytes)
     except ValidationError as e:
-        raise VerificationError(f"envelope: {describe_validation_error(e)}") from e
+        raise VerificationError(f"envelope: {describe_validation_error(e, whole='<root>')}") from e
     except ValueError as e:
         raise VerificationError(f"envelope: not valid JSON: {e}") from e
     if envelope.payload_type != DSSE_PAYLOAD_TYPE:

@@ -23,10 +23,10 @@ from types import MappingProxyType
 from typing import BinaryIO
 
 from worker.bundle._reader import hash_stream, read_bundle
-from worker.bundle.limits import DEFAULT_LIMITS, BundleLimits
 from worker.bundle.manifest import BundleManifest, BundleMember, show_path
 from worker.bundle.tarzst import CHUNK_SIZE
 from worker.errors import VerificationError
+from worker.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["ExtractedBundle", "extract_bundle"]
 
@@ -106,7 +106,7 @@ def _recheck(root: Path, manifest: BundleManifest) -> None:
 def extract_bundle(
     bundle_path: Path,
     dest_dir: Path,
-    limits: BundleLimits = DEFAULT_LIMITS,
+    limits: Limits = DEFAULT_LIMITS,
     *,
     expected_sha256: str | None = None,
 ) -> ExtractedBundle:

@@ -23,17 +23,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from worker.bundle._json import describe_validation_error, strict_json_loads
-from worker.bundle._time import format_utc, parse_utc
+from worker.bundle._json import strict_json_loads
 from worker.canonical import canonical_bytes
-from worker.errors import VerificationError
-from worker.ids import check_branch, check_commit, check_repo
+from worker.errors import VerificationError, describe_validation_error
+from worker.ids import Sha256Hex, check_branch, check_commit, check_repo
+from worker.utc import format_utc, parse_utc
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -57,7 +56,6 @@ MAX_COMPONENT_BYTES = 255
 
 MemberKind = Literal["stac", "config", "model", "lineage", "trace", "energy", "meta"]
 
-Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 def show_path(path: str) -> str:
     """A member path safe to put in an error or log line.
@@ -245,7 +243,7 @@ class BundleManifest(BaseModel):
         try:
             manifest = cls.model_validate_json(data)
         except ValidationError as e:
-            raise VerificationError(f"{MANIFEST_NAME}: {describe_validation_error(e)}") from e
+            raise VerificationError(f"{MANIFEST_NAME}: {describe_validation_error(e, whole='<root>')}") from e
         if manifest.to_bytes() != data:
             raise VerificationError(f"{MANIFEST_NAME}: not in canonical (RFC 8785) form")
         return manifest

@@ -28,10 +28,10 @@ from typing import BinaryIO
 
 from worker.bundle._reader import DiscardSink, hash_stream, read_bundle
 from worker.bundle.attest import VerifiedStatement, bundle_name, verify_envelope
-from worker.bundle.limits import DEFAULT_LIMITS, BundleLimits
 from worker.bundle.manifest import BundleManifest
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
+from worker.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["VerifiedBundle", "verify_bundle"]
 
@@ -72,7 +72,7 @@ def verify_bundle(
     bundle: Path | BinaryIO,
     envelope_bytes: bytes,
     trusted_keys: TrustedKeys,
-    limits: BundleLimits = DEFAULT_LIMITS,
+    limits: Limits = DEFAULT_LIMITS,
     *,
     expected_commit: str | None = None,
 ) -> VerifiedBundle:

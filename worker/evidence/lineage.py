@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from worker.utc import format_utc
+
 __all__ = ["dataset", "run_event"]
 
 PRODUCER = "https://kfm.local/rollback-registry"
@@ -33,11 +35,14 @@ def run_event(
     outputs: Sequence[dict[str, Any]] = (),
     run_facets: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    if event_time.tzinfo is None:
-        raise ValueError("event_time must be timezone-aware (UTC)")
+    """One RunEvent.
+
+    Raises:
+        ValueError: ``event_time`` is not timezone-aware UTC.
+    """
     return {
         "eventType": event_type,
-        "eventTime": event_time.isoformat().replace("+00:00", "Z"),
+        "eventTime": format_utc(event_time),
         "run": {"runId": run_id, "facets": run_facets or {}},
         "job": {"namespace": job_namespace, "name": job_name, "facets": {}},
         "inputs": list(inputs),

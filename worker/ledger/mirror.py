@@ -35,7 +35,8 @@ from pydantic import ValidationError
 from worker.constants import INDEX_JSONL_KEY
 from worker.errors import VerificationError
 from worker.ledger.chain import verify_chain
-from worker.ledger.row import LedgerRow, format_utc, parse_utc
+from worker.ledger.row import LedgerRow
+from worker.utc import format_utc, parse_utc
 
 __all__ = [
     "MAX_SIDECAR_BYTES",

@@ -26,8 +26,6 @@ strings that end up in storage keys or in the sidecar's shell command
 from __future__ import annotations
 
 import hashlib
-import re
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Self
 
 import orjson
@@ -35,8 +33,9 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.canonical import canonical_bytes, sha256_hex
-from worker.errors import IntegrityError, VerificationError
-from worker.ids import BranchName, CommitId, RepoId
+from worker.errors import IntegrityError, VerificationError, describe_validation_error
+from worker.ids import BranchName, CommitId, RepoId, Sha256Hex
+from worker.utc import parse_utc
 
 __all__ = [
     "GENESIS_PREV",
@@ -51,14 +50,12 @@ __all__ = [
     "Signatures",
     "SnapshotRef",
     "compute_hash",
-    "format_utc",
     "hash_matches",
     "is_canonical",
     "leaf_bytes",
     "parse_candidate",
     "parse_jsonl",
     "parse_line",
-    "parse_utc",
     "row_to_line",
     "unhashed_bytes",
 ]
@@ -72,8 +69,7 @@ MAX_LINE_BYTES: Final = 1024 * 1024
 # JCS encodes numbers as IEEE doubles; larger integers would not round-trip.
 _MAX_SAFE_INT: Final = 2**53 - 1
 
-# Digest alphabet (repository, branch and commit rules live in worker.ids).
-_SHA256 = r"^[0-9a-f]{64}$"
+# Digest, repository, branch and commit rules live in worker.ids.
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # W3C trace id, or empty when the bundler ran without a valid span (tracing.current_trace_id).
 _TRACE_ID = r"^(?:[0-9a-f]{32})?$"
@@ -82,51 +78,11 @@ _URI = r"^[a-z][a-z0-9+.\-]*://[!-~]+$"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _PRINTABLE = r"^[!-~]+$"
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
-# One spelling per instant: seconds, or exactly six fractional digits, then Z.
-_UTC_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{6}))?Z$", re.ASCII)
 
-Sha256Hex = Annotated[str, Field(pattern=_SHA256)]
 Uri = Annotated[str, Field(min_length=1, max_length=2048, pattern=_URI)]
 Text = Annotated[str, Field(min_length=1, max_length=1024, pattern=_NO_CONTROL)]
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-
-def format_utc(moment: datetime) -> str:
-    """Spell a UTC instant the one way rows store it (RFC 3339, ``Z``).
-
-    Whole seconds are written without a fraction, anything finer with exactly
-    six digits, so that equal instants always give equal bytes.
-
-    Raises:
-        ValueError: ``moment`` is naive or not at UTC offset zero (we never
-            guess a timezone).
-    """
-    if moment.tzinfo is None or moment.utcoffset() != timedelta(0):
-        raise ValueError("timestamp must be timezone-aware UTC")
-    m = moment.astimezone(UTC)
-    text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
-    if m.microsecond:
-        text += f".{m.microsecond:06d}"
-    return text + "Z"
-
-
-def parse_utc(text: str) -> datetime:
-    """Parse a timestamp written by :func:`format_utc`, and only that spelling.
-
-    Raises:
-        ValueError: not RFC 3339 UTC with ``Z``, not a real date, or not the
-            canonical spelling (for example ``.000000Z`` or ``.5Z``).
-    """
-    m = _UTC_RE.fullmatch(text)
-    if m is None:
-        raise ValueError("must be an RFC 3339 UTC timestamp like 2025-11-30T12:00:00Z")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    micro = int(m.group(7)) if m.group(7) else 0
-    moment = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-    if format_utc(moment) != text:
-        raise ValueError("fraction must be omitted for whole seconds, else six digits")
-    return moment
 
 
 class SnapshotRef(BaseModel):
@@ -282,13 +238,6 @@ def compute_hash(row: LedgerRow) -> str:
     return sha256_hex(canonical_bytes(row.model_dump(mode="json", exclude={"hash"})))
 
 
-def _first_error(e: ValidationError) -> str:
-    # Only location and message: the input value may be large or hostile.
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(row)"
-    return f"{loc}: {err['msg']}"
-
-
 def is_canonical(line: bytes, row: LedgerRow) -> bool:
     """Whether ``line`` is exactly the RFC 8785 encoding of ``row``.
 
@@ -350,7 +299,7 @@ def parse_line(line: bytes, number: int, *, max_line_bytes: int = MAX_LINE_BYTES
     try:
         row = LedgerRow.model_validate_json(line)
     except ValidationError as e:
-        raise VerificationError(f"ledger line {number}: {_first_error(e)}") from e
+        raise VerificationError(f"ledger line {number}: {describe_validation_error(e, whole='(row)')}") from e
     if not is_canonical(line, row):
         raise VerificationError(
             f"ledger line {number}: not canonical RFC 8785 JSON (re-encoded or edited)"
@@ -395,4 +344,4 @@ def parse_candidate(value: bytes, *, max_bytes: int = MAX_LINE_BYTES) -> IndexCa
     try:
         return IndexCandidate.model_validate_json(value)
     except ValidationError as e:
-        raise IntegrityError(f"index candidate: {_first_error(e)}") from e
+        raise IntegrityError(f"index candidate: {describe_validation_error(e, whole='(row)')}") from e

@@ -35,12 +35,11 @@ from worker.ledger.checkpoint import Checkpoint
 from worker.ledger.row import (
     IndexCandidate,
     LedgerRow,
-    format_utc,
     leaf_bytes,
-    parse_utc,
     row_to_line,
 )
 from worker.ledger.tiles import TILE_WIDTH, Tile, TreeEdge, tiles_for_size
+from worker.utc import format_utc, parse_utc
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_SKEW",

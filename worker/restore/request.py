@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.errors import IntegrityError
+from worker.errors import IntegrityError, describe_validation_error
 from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
 __all__ = ["RollbackRequest", "RollbackResult", "Strategy", "decode_request", "request_key"]
@@ -76,5 +76,4 @@ def decode_request(value: bytes) -> RollbackRequest:
     try:
         return RollbackRequest.model_validate_json(value)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise IntegrityError(f"invalid rollback request: {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+        raise IntegrityError(f"invalid rollback request: {describe_validation_error(e)}") from e

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.errors import IntegrityError
+from worker.errors import IntegrityError, describe_validation_error
 
 __all__ = ["ModelEntry", "ModelManifest", "parse_model_manifest"]
 
@@ -52,8 +52,7 @@ def parse_model_manifest(raw: bytes) -> ModelManifest:
     try:
         m = ModelManifest.model_validate_json(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise IntegrityError(f"model manifest: {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+        raise IntegrityError(f"model manifest: {describe_validation_error(e)}") from e
     names = [(x.name, x.version) for x in m.models]
     if len(set(names)) != len(names):
         raise IntegrityError("model manifest: duplicate name/version")

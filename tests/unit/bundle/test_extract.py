@@ -20,8 +20,9 @@ from tests.unit.bundle.helpers import (
     special,
     zstd_compress,
 )
-from worker.bundle import BundleLimits, extract_bundle
+from worker.bundle import extract_bundle
 from worker.errors import VerificationError
+from worker.limits import Limits
 
 OK = {"a.txt": b"hello"}
 
@@ -152,35 +153,35 @@ def test_crafted_tars_are_refused(tmp_path: Path, name: str, bundle: bytes, need
     _assert_nothing_left(dest)
 
 
-LIMIT_CASES: list[tuple[str, bytes, BundleLimits, str]] = [
+LIMIT_CASES: list[tuple[str, bytes, Limits, str]] = [
     (
         "oversized member",
         _with(contents={"a.txt": b"hello", "big.bin": b"x" * 100}),
-        BundleLimits(max_member_bytes=10),
+        Limits(max_member_bytes=10),
         "member big.bin: size 100 exceeds max_member_bytes 10",
     ),
     (
         "oversized extra member (header checked before reading)",
         _with(reg("huge.bin", b"y" * 100)),
-        BundleLimits(max_member_bytes=10),
+        Limits(max_member_bytes=10),
         "member huge.bin: size 100 exceeds max_member_bytes 10",
     ),
     (
         "total size",
         _with(contents={"a": b"x" * 8, "b": b"x" * 8}),
-        BundleLimits(max_member_bytes=10, max_total_bytes=10),
+        Limits(max_member_bytes=10, max_total_bytes=10),
         "total size 16 exceeds max_total_bytes 10",
     ),
     (
         "too many members",
         _with(contents={"a": b"", "b": b"", "c": b""}),
-        BundleLimits(max_members=2),
+        Limits(max_members=2),
         "3 members exceed max_members 2",
     ),
     (
         "manifest too large",
         _with(),
-        BundleLimits(max_manifest_bytes=16),
+        Limits(max_manifest_bytes=16),
         "exceeds max_manifest_bytes 16",
     ),
 ]
@@ -190,7 +191,7 @@ LIMIT_CASES: list[tuple[str, bytes, BundleLimits, str]] = [
     ("name", "bundle", "limits", "needle"), LIMIT_CASES, ids=[c[0] for c in LIMIT_CASES]
 )
 def test_limits_refuse_and_leave_nothing(
-    tmp_path: Path, name: str, bundle: bytes, limits: BundleLimits, needle: str
+    tmp_path: Path, name: str, bundle: bytes, limits: Limits, needle: str
 ) -> None:
     src = tmp_path / "bundle.tar.zst"
     src.write_bytes(bundle)

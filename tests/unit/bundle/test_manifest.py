@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.unit.bundle.helpers import COMMIT, make_manifest, member
-from worker.bundle import BundleManifest, check_member_path, format_utc, parse_utc
+from worker.bundle import BundleManifest, check_member_path
 from worker.errors import VerificationError
 
 
@@ -110,28 +110,3 @@ def test_constructor_raises_value_error() -> None:
             commit_created_at=datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1))),
             members=[member("a", b"")],
         )
-
-
-@pytest.mark.parametrize(
-    ("dt", "text"),
-    [
-        (datetime(2025, 11, 30, 12, tzinfo=UTC), "2025-11-30T12:00:00Z"),
-        (datetime(2025, 11, 30, 12, 0, 0, 5, tzinfo=UTC), "2025-11-30T12:00:00.000005Z"),
-    ],
-)
-def test_utc_format_round_trip(dt: datetime, text: str) -> None:
-    assert format_utc(dt) == text
-    assert parse_utc(text) == dt
-
-
-@pytest.mark.parametrize(
-    "text", ["2025-11-30T12:00:00", "2025-11-30 12:00:00Z", "2025-11-30T12:00:00.5Z", "2025-13-01T00:00:00Z"]
-)
-def test_parse_utc_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="timestamp"):
-        parse_utc(text)
-
-
-def test_format_utc_rejects_naive() -> None:
-    with pytest.raises(ValueError, match="UTC"):
-        format_utc(datetime(2025, 1, 1))  # noqa: DTZ001 - the point of the test

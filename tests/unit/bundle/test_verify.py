@@ -26,9 +26,10 @@ from tests.unit.bundle.helpers import (
     special,
     zstd_compress,
 )
-from worker.bundle import BundleLimits, verify_bundle
+from worker.bundle import verify_bundle
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
+from worker.limits import Limits
 
 GOLDEN_MEMBERS = {p: d for p, (_, d) in golden.MEMBERS.items()}
 FIRST = sorted(GOLDEN_MEMBERS)[0]  # configs/pipeline.yaml
@@ -222,15 +223,15 @@ def test_expected_commit_is_enforced(
 @pytest.mark.parametrize(
     ("limits", "needle"),
     [
-        (BundleLimits(max_member_bytes=100), "exceeds max_member_bytes 100"),
-        (BundleLimits(max_total_bytes=1000), "exceeds max_total_bytes 1000"),
-        (BundleLimits(max_members=3), "exceed max_members 3"),
-        (BundleLimits(max_manifest_bytes=100), "exceeds max_manifest_bytes 100"),
-        (BundleLimits(max_envelope_bytes=100), "envelope: larger than 100 bytes"),
+        (Limits(max_member_bytes=100), "exceeds max_member_bytes 100"),
+        (Limits(max_total_bytes=1000), "exceeds max_total_bytes 1000"),
+        (Limits(max_members=3), "exceed max_members 3"),
+        (Limits(max_manifest_bytes=100), "exceeds max_manifest_bytes 100"),
+        (Limits(max_envelope_bytes=100), "envelope: larger than 100 bytes"),
     ],
 )
 def test_limits_are_enforced(
-    limits: BundleLimits,
+    limits: Limits,
     needle: str,
     golden_path: Path,
     golden_envelope: bytes,

@@ -14,7 +14,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from worker.ledger.chain import next_row
-from worker.ledger.row import IndexCandidate, LedgerRow, RowBody, format_utc, row_to_line
+from worker.ledger.row import IndexCandidate, LedgerRow, RowBody, row_to_line
+from worker.utc import format_utc
 
 __all__ = [
     "T0",

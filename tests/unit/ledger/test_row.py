@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -25,13 +24,12 @@ from worker.ledger.row import (
     LedgerRow,
     RowBody,
     compute_hash,
-    format_utc,
     leaf_bytes,
     parse_candidate,
     parse_jsonl,
-    parse_utc,
     row_to_line,
 )
+from worker.utc import format_utc
 
 SPEC_FIELDS = {
     "lakefs_repo",
@@ -176,51 +174,6 @@ def test_line_length_limit() -> None:
     data = to_jsonl(make_chain(2))
     with pytest.raises(VerificationError, match=r"^ledger line 1: longer than 100 bytes"):
         parse_jsonl(data, max_line_bytes=100)
-
-
-@pytest.mark.parametrize(
-    ("moment", "text"),
-    [
-        (datetime(2025, 11, 30, 12, 0, 0, tzinfo=UTC), "2025-11-30T12:00:00Z"),
-        (datetime(2025, 11, 30, 12, 0, 0, 5, tzinfo=UTC), "2025-11-30T12:00:00.000005Z"),
-        (datetime(2025, 11, 30, 12, 0, 0, 500_000, tzinfo=UTC), "2025-11-30T12:00:00.500000Z"),
-        (datetime(2025, 11, 30, 14, 0, tzinfo=timezone(timedelta(0))), "2025-11-30T14:00:00Z"),
-        (datetime(9, 1, 2, 3, 4, 5, tzinfo=UTC), "0009-01-02T03:04:05Z"),
-    ],
-)
-def test_format_and_parse_utc(moment: datetime, text: str) -> None:
-    assert format_utc(moment) == text
-    assert parse_utc(text) == moment
-
-
-@pytest.mark.parametrize(
-    "moment",
-    [
-        datetime(2025, 11, 30, 12, 0),  # noqa: DTZ001 - the naive datetime under test
-        datetime(2025, 11, 30, 12, 0, tzinfo=timezone(timedelta(hours=2))),
-    ],
-)
-def test_format_utc_refuses_non_utc(moment: datetime) -> None:
-    with pytest.raises(ValueError, match="UTC"):
-        format_utc(moment)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "2025-11-30T12:00:00.5Z",
-        "2025-11-30T12:00:00.000000Z",
-        "2025-11-30t12:00:00Z",
-        "2025-11-30T12:00:00z",
-        "2025-11-30 12:00:00Z",
-        "2025-13-01T00:00:00Z",
-        "2025-11-30T24:00:00Z",
-        "٢٠٢٥-11-30T12:00:00Z",
-    ],
-)
-def test_parse_utc_refuses_other_spellings(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_utc(text)
 
 
 def test_candidate_round_trip_and_bytes_are_canonical() -> None:

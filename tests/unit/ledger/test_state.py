@@ -11,8 +11,9 @@ from tests.unit.ledger.factories import T0, digest, fixed_key, make_body, make_c
 from worker.errors import IntegrityError, VerificationError
 from worker.ledger import merkle
 from worker.ledger.checkpoint import parse_and_verify, sign_checkpoint
-from worker.ledger.row import IndexCandidate, LedgerRow, compute_hash, format_utc, row_to_line
+from worker.ledger.row import IndexCandidate, LedgerRow, compute_hash, row_to_line
 from worker.ledger.state import Appended, Duplicate, Ledger
+from worker.utc import format_utc
 
 # The writer's clock, pinned: a day after the bundles were made.
 NOW = T0 + timedelta(days=1)
