@@ -434,7 +434,7 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     from worker.agents.runtime import Runtime
     from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
     from worker.errors import IntegrityError
-    from worker.restore.request import RollbackRequest, RollbackResult, request_key
+    from worker.rollback.request import RollbackRequest, RollbackResult, request_key
 
     async def go() -> int:
         repo = args.repo

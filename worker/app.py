@@ -1,4 +1,4 @@
-"""The Faust app: agents that turn commit events into bundles, ledger rows and restores.
+"""The Faust app: agents that turn commit events into bundles, ledger rows and rollbacks.
 
 ``faust -A worker.app worker`` and ``kfm worker`` both run it. Agents are thin:
 they decode, call a plain async function from :mod:`worker.agents`, and route
@@ -23,7 +23,7 @@ from worker._internal.kafka import partition_count
 from worker.agents.handlers import handle_commit_event, signing_key
 from worker.agents.reconciling import reconcile_tick
 from worker.agents.recording import LedgerStore, checkpoint_origin, record_batch
-from worker.agents.restoring import handle_rollback_request
+from worker.agents.rolling_back import handle_rollback_request
 from worker.agents.runtime import Runtime
 from worker.config import load_settings
 from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBACK_REQUESTS

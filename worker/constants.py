@@ -24,6 +24,7 @@ __all__ = [
     "LEDGER_COMMITS_PREFIX",
     "LEDGER_HEAD_KEY",
     "META_PREFIX",
+    "ROLLBACKS_PREFIX",
     "TOPIC_DEAD_LETTER",
     "TOPIC_EVENTS",
     "TOPIC_GOVERNANCE",
@@ -56,6 +57,8 @@ ARTIFACTS_PREFIX: Final = "artifacts/"
 ATTESTATIONS_PREFIX: Final = "attestations/"
 CHECKPOINTS_PREFIX: Final = "checkpoints/"
 META_PREFIX: Final = "meta/"
+# One folder per rollback request: claim, result, story, lineage, published STAC (docs/rollback.md).
+ROLLBACKS_PREFIX: Final = "rollbacks/"
 # The ledger (docs/ledger.md): tiles and entry bundles under ledger/ (worker.ledger.tiles),
 # the writer's commit point, the public checkpoint, one immutable row object per commit.
 LEDGER_HEAD_KEY: Final = "ledger/head"

@@ -38,7 +38,7 @@ from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
 from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
-from worker.restore.request import RollbackRequest, request_key
+from worker.rollback.request import RollbackRequest, request_key
 
 pytestmark = pytest.mark.faults
 

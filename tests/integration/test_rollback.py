@@ -40,7 +40,7 @@ from worker.bundle.attest import sign_statement
 from worker.config import Settings, load_settings
 from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
 from worker.keys import generate_keypair, load_private_key
-from worker.restore.request import RollbackRequest, request_key
+from worker.rollback.request import RollbackRequest, request_key
 
 pytestmark = pytest.mark.stack
 

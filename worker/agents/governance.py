@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from worker.agents.runtime import Runtime
 from worker.canonical import canonical_bytes
+from worker.config import Settings
 from worker.constants import TOPIC_GOVERNANCE
 from worker.events import CommitEvent, event_key
 from worker.utc import format_utc
 
-__all__ = ["emit", "emit_raw"]
+__all__ = ["Publisher", "Sender", "emit", "emit_raw"]
 
 
-async def emit(rt: Runtime, kind: str, event: CommitEvent, **fields: Any) -> None:
+class Sender(Protocol):
+    """The producer call an event needs (:class:`worker._internal.kafka.Producer`)."""
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None) -> tuple[int, int]: ...
+
+
+class Publisher(Protocol):
+    """The part of a runtime that publishes: topic names and a producer. Narrow, so a
+    handler tested with in-memory fakes can report events too."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def producer(self) -> Sender: ...
+
+
+async def emit(rt: Publisher, kind: str, event: CommitEvent, **fields: Any) -> None:
     """A governance event about a commit event; ``source`` says what asked for it (webhook, checkpoint, reconcile)."""
     await emit_raw(rt, kind, event.repository_id, event.commit_id, source=event.source, **fields)
 
 
-async def emit_raw(rt: Runtime, kind: str, repo: str, commit: str, **fields: Any) -> None:
+async def emit_raw(rt: Publisher, kind: str, repo: str, commit: str, **fields: Any) -> None:
     body = {
         "type": kind,
         "time": format_utc(datetime.now(UTC)),

@@ -5,8 +5,10 @@ from worker.snapshot.select import (
     SnapshotRules,
     bundle_path,
     is_config,
+    is_stac,
     lakefs_path_of,
     s3_bundle_path,
+    s3_source_of,
 )
 from worker.snapshot.stac import StacRewrite, rewrite_stac
 
@@ -17,8 +19,10 @@ __all__ = [
     "StacRewrite",
     "bundle_path",
     "is_config",
+    "is_stac",
     "lakefs_path_of",
     "parse_model_manifest",
     "rewrite_stac",
     "s3_bundle_path",
+    "s3_source_of",
 ]

@@ -10,8 +10,10 @@ from worker.snapshot.select import (
     SnapshotRules,
     bundle_path,
     is_config,
+    is_stac,
     lakefs_path_of,
     s3_bundle_path,
+    s3_source_of,
 )
 
 
@@ -76,3 +78,29 @@ def test_sources_never_collide() -> None:
     # Even a lakeFS object whose path looks like an S3 member stays in the lakefs/ namespace.
     assert bundle_path("s3/bucket/key") != s3_bundle_path("bucket", "key")
     assert lakefs_path_of(s3_bundle_path("lakefs", "x")) is None
+
+
+@pytest.mark.parametrize(("bucket", "key"), [("models-bucket", "seg/v2/weights.bin"), ("b", "k"), ("b", "a/b/")])
+def test_s3_source_of_inverts_s3_bundle_path(bucket: str, key: str) -> None:
+    assert s3_source_of(s3_bundle_path(bucket, key)) == (bucket, key)
+
+
+@pytest.mark.parametrize("member", ["lakefs/s3/bucket/key", "S3/b/k", "s3", "x/s3/b/k", ""])
+def test_s3_source_of_other_members_is_none(member: str) -> None:
+    assert s3_source_of(member) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "prefixes", "expected"),
+    [
+        ("stac/catalog.json", ("stac/",), True),
+        ("stac/items/x.json", ("stac/",), True),
+        ("stac/items/x.tif", ("stac/",), False),
+        ("data/stac/x.json", ("stac/",), False),
+        ("catalogs/c.json", ("stac/", "catalogs/"), True),
+        ("stac/catalog.json", (), False),
+        ("", ("",), False),
+    ],
+)
+def test_is_stac_is_json_under_a_stac_prefix(path: str, prefixes: tuple[str, ...], expected: bool) -> None:
+    assert is_stac(path, SnapshotRules(stac_prefixes=prefixes)) is expected

@@ -8,6 +8,7 @@ which is what makes two requests for the same state converge.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -16,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker.errors import IntegrityError, describe_validation_error
 from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
-__all__ = ["RollbackRequest", "RollbackResult", "Strategy", "decode_request", "request_key"]
+__all__ = ["RollbackRequest", "RollbackResult", "Status", "Strategy", "decode_request", "request_id_of", "request_key"]
 
 Strategy = Literal["revert", "reset", "branch"]
+Status = Literal["accepted", "verified", "restoring", "checking", "completed", "rejected", "dry-run", "failed"]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 
@@ -54,7 +56,7 @@ class RollbackResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     request_id: str
-    status: Literal["accepted", "verified", "restoring", "checking", "completed", "rejected", "dry-run", "failed"]
+    status: Status
     final: bool
     lakefs_repo: str = ""
     commit: str = ""
@@ -77,3 +79,12 @@ def decode_request(value: bytes) -> RollbackRequest:
         return RollbackRequest.model_validate_json(value)
     except ValidationError as e:
         raise IntegrityError(f"invalid rollback request: {describe_validation_error(e)}") from e
+
+
+def request_id_of(value: bytes) -> str:
+    """The request id of a message that is not a valid request, as far as it can be
+    read, so that the refusal reaches whoever is waiting for that id."""
+    try:
+        return str(json.loads(value).get("request_id", ""))[:128] or "unknown"
+    except (ValueError, AttributeError):
+        return "unknown"

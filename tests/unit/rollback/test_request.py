@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from worker.errors import IntegrityError
-from worker.restore.request import RollbackRequest, RollbackResult, decode_request, request_key
+from worker.rollback.request import RollbackRequest, RollbackResult, decode_request, request_key
 
 COMMIT = "fedcba9876543210" * 4
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
