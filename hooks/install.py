@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from string import Template
 
-from worker._internal.lakefs import LakeFS
+from worker.clients import LakeFS
 
 __all__ = ["ACTION_PATH", "install_action", "render_action"]
 

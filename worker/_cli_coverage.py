@@ -86,12 +86,10 @@ async def _coverage_horizon(rt: Runtime, repo: str, branch: str, since: datetime
     """The report's window: --since, else the branch's first watched commit, else all of its history."""
     from worker.agents import markers
     from worker.coverage import Floor, Horizon
-    from worker.watch import parse_since
 
     if since is not None:
         return Horizon(since=since)
-    configured = parse_since(rt.settings.reconcile_since, "KFM_RECONCILE_SINCE") if rt.settings.reconcile_since \
-        else None
+    configured = rt.settings.reconcile_horizon
     state = await markers.load_state(rt.bucket, repo, branch)
     if state is not None:
         return Horizon(since=configured, floor=state.horizon_floor())

@@ -12,12 +12,14 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from worker.errors import ConfigError
 from worker.limits import Limits, limit_variable
-from worker.watch import parse_since, parse_watched_repos
+from worker.snapshot.select import SnapshotRules
+from worker.watch import WatchSpec, parse_since, parse_watched_repos
 
 __all__ = ["Limits", "Settings", "load_settings"]
 
@@ -76,6 +78,33 @@ class Settings:
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 
+    # The comma-separated settings above, parsed once when the settings are made
+    # (a bad entry fails start-up, not the first commit that needs it).
+    watched_branch_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """``KFM_WATCHED_BRANCHES`` as names; empty means every branch."""
+    watch_specs: tuple[WatchSpec, ...] = field(init=False, repr=False, compare=False)
+    """``KFM_WATCHED_REPOS`` parsed (a repository named twice merged)."""
+    reconcile_horizon: datetime | None = field(init=False, repr=False, compare=False)
+    """``KFM_RECONCILE_SINCE`` as a UTC instant, or None when unset."""
+    snapshot_rules: SnapshotRules = field(init=False, repr=False, compare=False)
+    """``KFM_STAC_PREFIXES``, ``KFM_CONFIG_GLOBS`` and ``KFM_MODEL_MANIFEST`` together."""
+
+    def __post_init__(self) -> None:
+        """Parse the comma-separated settings.
+
+        Raises:
+            ConfigError: naming the variable and the bad entry.
+        """
+        derived = {
+            "watched_branch_names": _split(self.watched_branches),
+            "watch_specs": tuple(parse_watched_repos(self.watched_repos)),
+            "reconcile_horizon": parse_since(self.reconcile_since, "KFM_RECONCILE_SINCE")
+            if self.reconcile_since else None,
+            "snapshot_rules": SnapshotRules(_split(self.stac_prefixes), _split(self.config_globs), self.model_manifest),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
+
     def topic(self, name: str) -> str:
         """Physical topic name, so several registries can share one cluster."""
         return f"{self.topic_prefix}{name}"
@@ -102,8 +131,12 @@ class Settings:
 
     def branch_watched(self, branch: str) -> bool:
         """An empty ``KFM_WATCHED_BRANCHES`` watches every branch."""
-        names = [b.strip() for b in self.watched_branches.split(",") if b.strip()]
-        return not names or branch in names
+        return not self.watched_branch_names or branch in self.watched_branch_names
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    """A comma-separated setting's entries, blanks dropped."""
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
 def _coerce(name: str, raw: str, kind: Any) -> Any:
@@ -140,7 +173,7 @@ def load_settings(
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        if f.name == "limits":
+        if f.name == "limits" or not f.init:
             continue
         key = _PREFIX + f.name.upper()
         if key in env:
@@ -154,7 +187,7 @@ def load_settings(
                 raise ConfigError(f"{key}={env[key]!r}: must be positive")
     settings = Settings(**values, limits=Limits(**limit_values))
     if overrides:
-        kinds = {f.name: f.type for f in fields(Settings)}
+        kinds = {f.name: f.type for f in fields(Settings) if f.init}
         given = {k: v for k, v in overrides.items() if v is not None}
         unknown = sorted(set(given) - set(kinds) - {"limits"})
         if unknown:
@@ -185,9 +218,6 @@ def _validate(s: Settings) -> None:
 
 
 def _validate_reconcile(s: Settings) -> None:
-    parse_watched_repos(s.watched_repos)
-    if s.reconcile_since:
-        parse_since(s.reconcile_since, "KFM_RECONCILE_SINCE")
     if 0 < s.reconcile_interval_s < 1:
         raise ConfigError(f"KFM_RECONCILE_INTERVAL_S={s.reconcile_interval_s}: 0 (off) or at least 1")
     if not 1 <= s.reconcile_page_size <= 1000:

@@ -20,6 +20,7 @@ __all__ = [
     "ConflictError",
     "Error",
     "IntegrityError",
+    "LeadershipLostError",
     "NotFoundError",
     "PayloadError",
     "TransientError",
@@ -79,6 +80,15 @@ class PayloadError(IntegrityError, ValueError):
     The receiver answers it with a 4xx and publishes nothing: lakeFS sending
     the same body again cannot make it acceptable. Also a ``ValueError``, as
     every refusal of a malformed value is.
+    """
+
+
+class LeadershipLostError(Exception):
+    """The reconciler is no longer the group's leader: stop the pass where it is.
+
+    Deliberately not an :class:`Error`: it is control flow, and the handlers
+    that catch ``Error`` to report one branch's failure and go on to the next
+    must let it through.
     """
 
 

@@ -29,7 +29,6 @@ from worker.constants import HEADER_TRACEPARENT
 __all__ = [
     "TraceBuffer",
     "context_from_headers",
-    "current_trace_id",
     "headers_with_trace",
     "init_tracing",
     "trace_buffer",
@@ -117,8 +116,3 @@ def context_from_headers(headers: Sequence[tuple[str, bytes]] | None) -> Context
             except UnicodeDecodeError:
                 continue
     return _propagator.extract(carrier)
-
-
-def current_trace_id() -> str:
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

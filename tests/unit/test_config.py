@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,24 @@ def test_overrides_refuse_unknown_names_coerce_strings_and_name_the_option() -> 
     assert load_settings({}, {"hooks_port": "8081"}).hooks_port == 8081
     with pytest.raises(ConfigError, match="--hooks-port"):
         load_settings({}, {"hooks_port": "eighty"})
+
+
+def test_comma_separated_settings_are_parsed_once_when_loaded() -> None:
+    s = load_settings({
+        "KFM_WATCHED_BRANCHES": " main, ,dev ",
+        "KFM_WATCHED_REPOS": "kfm-data:main|dev, models",
+        "KFM_RECONCILE_SINCE": "2026-01-31",
+        "KFM_STAC_PREFIXES": "stac/, catalog/",
+        "KFM_CONFIG_GLOBS": "*.toml",
+    })
+    assert s.watched_branch_names == ("main", "dev")
+    assert [(w.repo, w.branches) for w in s.watch_specs] == [("kfm-data", ("main", "dev")), ("models", ())]
+    assert s.reconcile_horizon == datetime(2026, 1, 31, tzinfo=UTC)
+    assert s.snapshot_rules.stac_prefixes == ("stac/", "catalog/")
+    assert s.snapshot_rules.config_globs == ("*.toml",)
+    assert Settings().reconcile_horizon is None
+
+
+def test_limit_of_zero_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^KFM_LIMIT_BUNDLE_MAX_MEMBERS='0': must be positive$"):
+        load_settings({"KFM_LIMIT_BUNDLE_MAX_MEMBERS": "0"})

@@ -52,10 +52,10 @@ from worker.coverage import (
     plan_pass,
     through_newest_recorded,
 )
-from worker.errors import Error, NotFoundError
+from worker.errors import Error, LeadershipLostError, NotFoundError
 from worker.events import CommitEvent, event_key
 from worker.tracing import headers_with_trace
-from worker.watch import WatchSpec, parse_since, parse_watched_repos
+from worker.watch import WatchSpec
 
 __all__ = [
     "ACTION_NAME",
@@ -123,15 +123,11 @@ class PassResult:
     complete: bool = True  # False: leadership was lost part way
 
 
-class _LostLeadership(Exception):  # noqa: N818 - control flow, never escapes this module
-    pass
-
-
 async def watched_targets(rt: Runtime, only: tuple[str, str | None] | None = None) -> list[Target]:
     """``KFM_WATCHED_REPOS`` plus ``kfm hooks install`` registrations, minus branches the bundler ignores."""
     s = rt.settings
-    defaults = [b.strip() for b in s.watched_branches.split(",") if b.strip()]
-    specs = parse_watched_repos(s.watched_repos)
+    defaults = list(s.watched_branch_names)
+    specs = list(s.watch_specs)
     regs = await markers.registrations(rt.bucket)
     if only is not None:
         repo, branch = only
@@ -174,7 +170,7 @@ async def walk(
     s = rt.settings
     while True:
         if not still_leader():
-            raise _LostLeadership
+            raise LeadershipLostError
         page, after = await rt.lakefs.log_page(repo, branch, after=after, amount=s.reconcile_page_size)
         inside, done = cut(page, horizon)
         found = False
@@ -333,7 +329,7 @@ class Reconciler:
                     continue
                 result.by_branch[(t.repo, t.branch)] = stats
                 result.total = result.total + stats
-        except _LostLeadership:
+        except LeadershipLostError:
             result.complete = False
             log.info("reconcile.leadership_lost", requested=len(result.requested))
         newest = max(result.hook_runs, key=lambda r: r.start_time, default=None)
@@ -366,8 +362,7 @@ class Reconciler:
     def _horizon(self, t: Target, state: markers.BranchState | None, since: datetime | None) -> Horizon:
         if since is not None:
             return Horizon(since=since)
-        configured = parse_since(self.rt.settings.reconcile_since, "KFM_RECONCILE_SINCE") \
-            if self.rt.settings.reconcile_since else None
+        configured = self.rt.settings.reconcile_horizon
         if state is not None:
             return Horizon(since=configured, floor=state.floor())
         if configured is not None:
@@ -447,7 +442,7 @@ class Reconciler:
         self, result: PassResult, t: Target, event: CommitEvent, *, created: datetime, why: str, dry_run: bool
     ) -> None:
         if not self.still_leader():
-            raise _LostLeadership
+            raise LeadershipLostError
         if not dry_run:
             await self.rt.producer.send(
                 self.rt.settings.topic(TOPIC_EVENTS),

@@ -51,7 +51,6 @@ class Staged:
     data_snapshot: list[dict[str, str]] = field(default_factory=list)
     configs: list[dict[str, str]] = field(default_factory=list)
     models: list[dict[str, str]] = field(default_factory=list)
-    lakefs_inputs: list[str] = field(default_factory=list)
 
     def add(self, member_path: str, kind: MemberKind, local: Path, size: int, sha256: str) -> None:
         self.members.append(BundleMember(path=member_path, size=size, sha256=sha256, kind=kind))
@@ -64,11 +63,6 @@ def _write(dest: Path, data: bytes) -> tuple[int, str]:
     return len(data), hashlib.sha256(data).hexdigest()
 
 
-def rules_of(rt: Runtime) -> SnapshotRules:
-    s = rt.settings
-    return SnapshotRules.from_strings(s.stac_prefixes, s.config_globs, s.model_manifest)
-
-
 async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged:
     """Collect the commit's members under ``staging``.
 
@@ -78,7 +72,7 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged
         TransientError: lakeFS or S3 did not answer (retried by the caller).
     """
     repo, commit_id = event.repository_id, event.commit_id
-    rules = rules_of(rt)
+    rules = rt.settings.snapshot_rules
 
     with tracer.start_as_current_span("bundle.freeze"):
         commit = await rt.lakefs.get_commit(repo, commit_id)
@@ -125,7 +119,6 @@ async def _stage_stac(
             mp = bundle_path(o.path)
             size, digest = _write(staging / mp, rw.body)
             staged.add(mp, "stac", staging / mp, size, digest)
-            staged.lakefs_inputs.append(o.path)
             if rw.stac_type in ("Catalog", "Collection"):
                 staged.data_snapshot.append({"stac": mp, "lakefs_ref": f"{base}/{o.path}"})
         span.set_attribute("kfm.stac_files", len([m for m in staged.members if m.kind == "stac"]))
@@ -150,7 +143,6 @@ async def _stage_configs(
                 size, digest = await _download(rt, repo, commit_id, o, staging / mp, limit=limits.max_member_bytes)
                 staged.add(mp, "config", staging / mp, size, digest)
                 staged.configs.append({"path": o.path, "sha256": digest})
-                staged.lakefs_inputs.append(o.path)
 
 
 async def _stage_models(
@@ -191,7 +183,6 @@ async def _stage_models(
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     size, digest = await rt.lakefs.download(repo, commit_id, entry.path, dest, limits.max_model_bytes)
                     source = f"{base}/{entry.path}"
-                    staged.lakefs_inputs.append(entry.path)
                 staged.add(mp, "model", dest, size, digest)
                 staged.models.append(
                     {"name": entry.name, "version": entry.version, "uri": source, "sha256": digest}

@@ -31,7 +31,6 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -40,7 +39,7 @@ from worker.bundle.manifest import BundleManifest, show_path
 from worker.canonical import canonical_bytes
 from worker.constants import DSSE_PAYLOAD_TYPE
 from worker.errors import VerificationError, describe_validation_error
-from worker.ids import Sha256Hex, check_branch, check_commit, check_repo
+from worker.ids import BranchName, CommitId, RepoId, Sha256Hex
 from worker.keys import TrustedKeys, key_id
 from worker.limits import DEFAULT_LIMITS
 from worker.utc import format_utc, parse_utc
@@ -108,25 +107,10 @@ class _Dependency(_Model):
 
 
 class _ExternalParameters(_Model):
-    lakefs_repo: str
-    lakefs_branch: str
-    lakefs_commit: str
-
     # Same rules as the manifest: values are comparable and safe to print.
-    @field_validator("lakefs_repo")
-    @classmethod
-    def _repo(cls, v: str) -> str:
-        return check_repo(v)
-
-    @field_validator("lakefs_branch")
-    @classmethod
-    def _branch(cls, v: str) -> str:
-        return check_branch(v)
-
-    @field_validator("lakefs_commit")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        return check_commit(v)
+    lakefs_repo: RepoId
+    lakefs_branch: BranchName
+    lakefs_commit: CommitId
 
 
 class _BuildDefinition(_Model):

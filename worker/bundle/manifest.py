@@ -31,7 +31,7 @@ from pydantic import (
 from worker.bundle._json import strict_json_loads
 from worker.canonical import canonical_bytes
 from worker.errors import VerificationError, describe_validation_error
-from worker.ids import Sha256Hex, check_branch, check_commit, check_repo
+from worker.ids import BranchName, CommitId, RepoId, Sha256Hex
 from worker.utc import format_utc, parse_utc
 
 __all__ = [
@@ -144,26 +144,11 @@ class BundleManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     format: Literal["kfm-rollback-bundle/v1"]
-    lakefs_repo: str
-    lakefs_branch: str
-    lakefs_commit: str
+    lakefs_repo: RepoId
+    lakefs_branch: BranchName
+    lakefs_commit: CommitId
     commit_created_at: str
     members: tuple[BundleMember, ...]
-
-    @field_validator("lakefs_repo")
-    @classmethod
-    def _repo(cls, v: str) -> str:
-        return check_repo(v)
-
-    @field_validator("lakefs_branch")
-    @classmethod
-    def _branch(cls, v: str) -> str:
-        return check_branch(v)
-
-    @field_validator("lakefs_commit")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        return check_commit(v)
 
     @field_validator("commit_created_at")
     @classmethod

@@ -71,7 +71,7 @@ _MAX_SAFE_INT: Final = 2**53 - 1
 
 # Digest, repository, branch and commit rules live in worker.ids.
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# W3C trace id, or empty when the bundler ran without a valid span (tracing.current_trace_id).
+# W3C trace id of the bundle run, or empty when it ran without a valid span.
 _TRACE_ID = r"^(?:[0-9a-f]{32})?$"
 # Absolute URI, printable ASCII without spaces: it is pasted into restore_cmd.
 _URI = r"^[a-z][a-z0-9+.\-]*://[!-~]+$"
