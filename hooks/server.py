@@ -15,7 +15,7 @@ from opentelemetry import trace
 
 from hooks.auth import token_matches
 from hooks.payload import BadPayload, parse_webhook
-from worker._internal.kafka import Producer
+from worker.clients import Producer
 from worker.config import Settings
 from worker.constants import HEADER_REQUEST_ID, HOOK_TOKEN_HEADER, TOPIC_EVENTS
 from worker.errors import TransientError
