@@ -110,7 +110,7 @@ async def build_bundle(rt: Runtime, event: CommitEvent, work: Path) -> BuiltBund
 async def bundle_and_upload(
     rt: Runtime, event: CommitEvent, signing_key: Ed25519PrivateKey, parent: Context | None = None
 ) -> PublishedBundle:
-    """Steps 1-10 of the spec's process except the ledger append.
+    """Steps 1-9 of the bundling process (docs/spec.md): everything before the ledger append.
 
     Raises:
         IntegrityError: bad data (missing object, invalid manifest, a stored

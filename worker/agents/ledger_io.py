@@ -287,7 +287,7 @@ class LedgerReader:
 async def export_jsonl(reader: LedgerReader, out: Path | None) -> int:
     """Write the ledger up to its latest checkpoint as one JSONL file.
 
-    To ``out``, or (``None``) to the spec's ``index/rollback-index.jsonl`` in
+    To ``out``, or (``None``) to the JSONL view ``index/rollback-index.jsonl`` in
     the bucket, streamed through a temporary file: constant memory. The file
     is the concatenation of the entry bundles, so it is byte-identical to the
     single-file ledger of earlier versions at the same size. Returns the rows.

@@ -1,6 +1,6 @@
 """Rollback bundles: build, sign, verify and extract (pure logic, no network).
 
-Nothing here imports Kafka, lakeFS or S3 clients (STYLE.md: keep
+Nothing here imports Kafka, lakeFS or S3 clients (keep
 verification separate from transport); callers move the bytes.
 """
 

@@ -1,11 +1,11 @@
 """SLSA provenance for a bundle, as an in-toto Statement in a DSSE envelope.
 
-Chain of custody (spec section 7): bundle SHA-256 -> in-toto Statement whose
+Chain of custody (docs/spec.md, Guarantees): bundle SHA-256 -> in-toto Statement whose
 subject is that digest -> DSSE signature over the Statement's exact bytes.
 
 Why DSSE: the signature covers ``PAE(payloadType, payload)``, so the type is
-authenticated too and nothing is re-serialised before verifying (STYLE.md,
-anti-pattern 2). The Statement is produced once as RFC 8785 bytes, signed as
+authenticated too and nothing is re-serialised before verifying (what is
+verified is what was signed). The Statement is produced once as RFC 8785 bytes, signed as
 those bytes, and on verification parsed from exactly the signed payload.
 
 References:
@@ -73,7 +73,7 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
 def bundle_name(lakefs_commit: str) -> str:
-    """The subject name, and the artifact file name (spec section 2)."""
+    """The subject name, and the artifact file name (docs/spec.md, "Bucket layout")."""
     return f"{lakefs_commit}.tar.zst"
 
 

@@ -1,11 +1,11 @@
-"""Ledger rows: the authoritative schema (spec section 3) and its one encoding.
+"""Ledger rows: the authoritative schema (docs/spec.md) and its one encoding.
 
 Why one encoding: a row's ``hash``, the next row's ``prev`` and the Merkle
 leaf are all digests of bytes, so every writer and verifier must derive the
 same bytes. A row is stored as its RFC 8785 (JCS) canonical JSON followed by a
 newline, and :func:`parse_jsonl` rejects any line that is not already in that
 form. So "the bytes on disk" and "the bytes we hash" are always the same bytes
-(STYLE.md, anti-pattern 2), even though the models are rebuilt on parsing.
+(never a re-encoding), even though the models are rebuilt on parsing.
 
 Definitions (all hex digests are lowercase SHA-256):
     * ``leaf_bytes(row)``: canonical JSON of the whole row, ``hash`` included,
@@ -149,7 +149,7 @@ class EnergyCarbon(BaseModel):
 
 
 class RowBody(BaseModel):
-    """Exactly the spec section 3 fields: what the bundler asserts about one commit.
+    """The row fields of docs/spec.md without ``seq``/``prev``/``hash``: what the bundler asserts about one commit.
 
     Every field is required (no defaults), so a parsed row dumps back to the
     same keys it was parsed from, which the canonical-bytes check relies on.
