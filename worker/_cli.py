@@ -268,8 +268,9 @@ def _run_pair(coro: Coroutine[Any, Any, tuple[Path, bytes]]) -> tuple[Path, byte
 
 async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Path) -> tuple[Path, bytes]:
     """A local path, or an s3:// URI in the registry bucket (downloaded, streamed)."""
-    from worker._internal.s3 import open_bucket, split_s3_uri
+    from worker._internal.s3 import open_bucket
     from worker.constants import ATTESTATIONS_PREFIX
+    from worker.ids import split_s3_uri
 
     if not bundle.startswith("s3://"):
         path = Path(bundle)

@@ -24,6 +24,8 @@ __all__ = [
     "check_commit",
     "check_repo",
     "check_utc",
+    "s3_key_in",
+    "split_s3_uri",
 ]
 
 _REPO_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
@@ -67,3 +69,28 @@ def check_utc(v: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(check_utc)]
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)``.
+
+    Raises:
+        ValueError: not an ``s3://`` URI with a bucket and a key.
+    """
+    bucket, sep, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not sep:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return bucket, key
+
+
+def s3_key_in(uri: str, bucket: str) -> str | None:
+    """The key ``uri`` names in ``bucket``; None if it is not an ``s3://`` URI there.
+
+    Why a None and not an error: each caller refuses a URI outside the
+    registry bucket in its own words (a rejected candidate, a rejected rollback).
+    """
+    try:
+        got, key = split_s3_uri(uri)
+    except ValueError:
+        return None
+    return key if got == bucket else None

@@ -9,6 +9,7 @@ import pytest
 
 from worker.config import Limits, Settings, load_settings
 from worker.errors import ConfigError
+from worker.snapshot.select import SnapshotRules
 
 
 def test_empty_env_gives_defaults() -> None:
@@ -209,3 +210,15 @@ def test_comma_separated_settings_are_parsed_once_when_loaded() -> None:
 def test_limit_of_zero_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"^KFM_LIMIT_BUNDLE_MAX_MEMBERS='0': must be positive$"):
         load_settings({"KFM_LIMIT_BUNDLE_MAX_MEMBERS": "0"})
+
+
+def test_snapshot_rules_split_strip_and_drop_empties() -> None:
+    rules = load_settings({
+        "KFM_STAC_PREFIXES": " stac/ , catalogs/,", "KFM_CONFIG_GLOBS": "configs/*, *.toml ,,",
+        "KFM_MODEL_MANIFEST": "m/manifest.json",
+    }).snapshot_rules
+    assert rules == SnapshotRules(("stac/", "catalogs/"), ("configs/*", "*.toml"), "m/manifest.json")
+
+
+def test_snapshot_rules_of_the_setting_defaults_equal_the_defaults() -> None:
+    assert Settings().snapshot_rules == SnapshotRules()

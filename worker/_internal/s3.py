@@ -22,8 +22,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.config import Settings
 from worker.errors import AlreadyExistsError, ConflictError, IntegrityError, NotFoundError, TransientError
+from worker.ids import s3_key_in
 
-__all__ = ["Bucket", "Head", "open_bucket", "split_s3_uri"]
+__all__ = ["Bucket", "Head", "open_bucket"]
 
 _PART = 16 * 1024 * 1024
 
@@ -58,11 +59,7 @@ class Bucket:
 
     def key_of(self, uri: str) -> str | None:
         """The key that ``uri`` names in this bucket; ``None`` if it is not an ``s3://`` URI here."""
-        try:
-            bucket, key = split_s3_uri(uri)
-        except ValueError:
-            return None
-        return key if bucket == self.name else None
+        return s3_key_in(uri, self.name)
 
     async def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         """Write a small object; return its ETag.
@@ -200,18 +197,6 @@ class Bucket:
             await self._c.delete_object(Bucket=self.name, Key=key)
         except (ClientError, BotoCoreError) as e:
             raise _wrap(e, f"delete {key}") from e
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` as ``(bucket, key)``; the inverse of :meth:`Bucket.uri`.
-
-    Raises:
-        ValueError: not an ``s3://`` URI with a bucket and a key.
-    """
-    bucket, sep, key = uri.removeprefix("s3://").partition("/")
-    if not uri.startswith("s3://") or not sep:
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    return bucket, key
 
 
 @asynccontextmanager

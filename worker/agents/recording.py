@@ -377,16 +377,16 @@ async def verify_candidate(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys)
     Raises:
         VerificationError: it does not.
     """
-    bucket_prefix = f"s3://{rt.bucket.name}/"
-    if not c.attestation_uri.startswith(bucket_prefix) or not c.body.artifact_uri.startswith(bucket_prefix):
+    attestation_key, bundle_key = rt.bucket.key_of(c.attestation_uri), rt.bucket.key_of(c.body.artifact_uri)
+    if attestation_key is None or bundle_key is None:
         raise VerificationError("candidate points outside the registry bucket")
-    envelope, _ = await rt.bucket.get(c.attestation_uri[len(bucket_prefix):], 1 << 20)
+    envelope, _ = await rt.bucket.get(attestation_key, 1 << 20)
     v = verify_envelope(envelope, trusted)
     if v.subject_sha256 != c.bundle_sha256 or v.lakefs_commit != c.body.lakefs_commit:
         raise VerificationError("attestation does not name this bundle and commit")
     if v.key_id != c.body.signatures.key_id:
         raise VerificationError("candidate names another signing key than the attestation")
-    if await rt.bucket.head(c.body.artifact_uri[len(bucket_prefix):]) is None:
+    if await rt.bucket.head(bundle_key) is None:
         raise VerificationError("bundle object missing")
 
 

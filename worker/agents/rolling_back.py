@@ -88,7 +88,6 @@ from worker.rollback.plan import (
     stac_key,
 )
 from worker.rollback.request import RollbackRequest, RollbackResult, decode_request, request_id_of
-from worker.snapshot.select import SnapshotRules
 
 __all__ = ["RollbackRuntime", "handle_rollback_request", "roll_back"]
 
@@ -322,8 +321,7 @@ async def _restore(rt: RollbackRuntime, req: RollbackRequest, plan: Plan, verifi
     claim = await _claim(rt, req, plan)  # 3
     await _publish(rt, answer(req, "restoring"))
     ref = await _move_ref(rt, req, claim)  # 4
-    rules = SnapshotRules.from_strings(rt.settings.stac_prefixes, rt.settings.config_globs, rt.settings.model_manifest)
-    targets = member_targets(verified.digests, rt.bucket.name, rules)
+    targets = member_targets(verified.digests, rt.bucket.name, rt.settings.snapshot_rules)
     await _restore_objects(rt, req, targets, verified.files)
     await _publish(rt, answer(req, "checking"))
     await _check(rt, req, ref, targets)  # 5

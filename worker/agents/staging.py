@@ -16,15 +16,16 @@ import structlog
 from opentelemetry import trace
 
 from worker._internal.lakefs import CommitInfo, ObjectInfo
-from worker._internal.s3 import split_s3_uri
 from worker.agents.runtime import Runtime
 from worker.bundle.manifest import BundleMember, MemberKind
 from worker.errors import IntegrityError
 from worker.events import CommitEvent
+from worker.ids import split_s3_uri
 from worker.snapshot import (
     SnapshotRules,
     bundle_path,
     is_config,
+    is_stac,
     parse_model_manifest,
     rewrite_stac,
     s3_bundle_path,
@@ -108,7 +109,7 @@ async def _stage_stac(
     limits = rt.settings.limits
     base = f"lakefs://{repo}/{commit_id}"
     with tracer.start_as_current_span("bundle.stac") as span:
-        stac = [o for o in listing if o.path.endswith(".json") and o.path.startswith(rules.stac_prefixes)]
+        stac = [o for o in listing if is_stac(o.path, rules)]
         if len(stac) > limits.max_stac_objects:
             raise IntegrityError(f"{len(stac)} STAC files exceed the limit {limits.max_stac_objects}")
         for o in stac:

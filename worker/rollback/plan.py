@@ -28,6 +28,7 @@ from typing import Any, Final
 from worker.canonical import canonical_bytes
 from worker.constants import ROLLBACKS_PREFIX
 from worker.errors import IntegrityError
+from worker.ids import s3_key_in
 from worker.ledger.row import LedgerRow
 from worker.rollback.request import RollbackRequest, Strategy
 from worker.snapshot.select import SnapshotRules, is_stac, lakefs_path_of, s3_source_of
@@ -114,10 +115,10 @@ def locate_bundle(req: RollbackRequest, row: LedgerRow | None, bucket: str) -> R
         )
     if req.bundle_uri and req.bundle_uri != row.artifact_uri:
         raise IntegrityError(f"bundle {req.bundle_uri} is not the recorded bundle {row.artifact_uri}")
-    prefix = f"s3://{bucket}/"
-    if not row.artifact_uri.startswith(prefix) or not row.signatures.in_toto.startswith(prefix):
+    bundle_key, attestation_key = s3_key_in(row.artifact_uri, bucket), s3_key_in(row.signatures.in_toto, bucket)
+    if bundle_key is None or attestation_key is None:
         raise IntegrityError("the recorded bundle is outside the registry bucket")
-    return RecordedBundle(row, row.artifact_uri[len(prefix):], row.signatures.in_toto[len(prefix):])
+    return RecordedBundle(row, bundle_key, attestation_key)
 
 
 def check_bundle_digest(digest: str, row: LedgerRow) -> None:

@@ -32,13 +32,6 @@ class SnapshotRules:
     config_globs: tuple[str, ...] = ("configs/*", "configs/**/*")
     model_manifest: str = "models/manifest.json"
 
-    @classmethod
-    def from_strings(cls, stac_prefixes: str, config_globs: str, model_manifest: str) -> SnapshotRules:
-        def split(s: str) -> tuple[str, ...]:
-            return tuple(p.strip() for p in s.split(",") if p.strip())
-
-        return cls(split(stac_prefixes), split(config_globs), model_manifest)
-
 
 def is_config(path: str, rules: SnapshotRules) -> bool:
     return any(fnmatch.fnmatchcase(path, g) for g in rules.config_globs)

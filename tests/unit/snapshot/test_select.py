@@ -17,15 +17,6 @@ from worker.snapshot.select import (
 )
 
 
-def test_from_strings_splits_strips_and_drops_empties() -> None:
-    rules = SnapshotRules.from_strings(" stac/ , catalogs/,", "configs/*, *.toml ,,", "m/manifest.json")
-    assert rules == SnapshotRules(("stac/", "catalogs/"), ("configs/*", "*.toml"), "m/manifest.json")
-
-
-def test_from_strings_of_the_setting_defaults_equals_the_defaults() -> None:
-    assert SnapshotRules.from_strings("stac/", "configs/*,configs/**/*", "models/manifest.json") == SnapshotRules()
-
-
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
