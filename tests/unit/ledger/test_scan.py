@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.unit.ledger.factories import body_dict, make_chain
-from worker.errors import VerificationError
+from tests.unit.ledger.factories import body_dict, make_candidate, make_chain
+from worker.errors import IntegrityError, VerificationError
 from worker.ledger.chain import LineChecker, link
-from worker.ledger.row import LedgerRow, RowBody, hash_matches, leaf_bytes, parse_line
-from worker.ledger.scan import FAST_MAX_LINE_BYTES, LineKey, scan_line
+from worker.ledger.row import GENESIS_PREV, LedgerRow, RowBody, hash_matches, leaf_bytes, parse_candidate, parse_line
+from worker.ledger.scan import FAST_MAX_LINE_BYTES, LineKey, link_candidate, scan_line
 from worker.utc import format_utc
 
 _HEX64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
@@ -209,3 +209,75 @@ def test_long_lines_go_to_the_model() -> None:
     assert len(line) > FAST_MAX_LINE_BYTES
     assert scan_line(line) is None
     assert _model_accepts(line) == row
+
+
+def _writer_line(value: bytes, prev: tuple[int, str] | None) -> bytes | None:
+    """What the writer's models append for ``value`` (None: the candidate is refused)."""
+    try:
+        candidate = parse_candidate(value)
+    except IntegrityError:
+        return None
+    return link(prev, candidate.body)[1]
+
+
+_PREV = st.none() | st.tuples(st.integers(0, 2**53 - 2), _HEX64)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(_ANY_BODY, _PREV, st.text(max_size=20))
+def test_a_replayed_candidate_links_to_the_writers_line(
+    data: dict[str, Any], prev: tuple[int, str] | None, request_id: str
+) -> None:
+    body = _line(data, 0, GENESIS_PREV)[0].body()
+    value = make_candidate(0, body=body, request_id=request_id or "r").to_bytes()
+    fast = link_candidate(value, prev)
+    if fast is not None:
+        line, key = fast
+        assert line == _writer_line(value, prev)
+        assert key == scan_line(line)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(_ANY_BODY, _PREV, _EDITS)
+def test_an_edited_candidate_is_linked_only_as_the_writer_would(
+    data: dict[str, Any], prev: tuple[int, str] | None, edits: list[tuple[str, int, int]]
+) -> None:
+    body = _line(data, 0, GENESIS_PREV)[0].body()
+    edited = bytearray(make_candidate(0, body=body).to_bytes())
+    for op, where, byte in edits:
+        i = where % (len(edited) + 1)
+        if op == "insert":
+            edited[i:i] = bytes([byte])
+        elif i < len(edited):
+            if op == "set":
+                edited[i] = byte
+            else:
+                del edited[i]
+    fast = link_candidate(bytes(edited), prev)
+    if fast is not None:
+        assert fast[0] == _writer_line(bytes(edited), prev)
+
+
+def test_ordinary_candidates_are_linked_by_the_fast_path() -> None:
+    prev: tuple[int, str] | None = None
+    for i in range(40):
+        value = make_candidate(i).to_bytes()
+        fast = link_candidate(value, prev)
+        assert fast is not None
+        assert fast[0] == _writer_line(value, prev)
+        prev = (fast[1].seq, hashlib.sha256(fast[0]).hexdigest())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c | {"bundle_sha256": "1" * 64},  # disagrees with the body
+        lambda c: c | {"extra": 1},  # an unknown key
+        lambda c: c | {"body": c["body"] | {"seq": 5}},  # a body that sets its own seq
+        lambda c: c | {"request_id": "x" * 4097},
+    ],
+)
+def test_candidates_the_writer_refuses_are_not_linked(change: Any) -> None:
+    value = orjson.dumps(change(orjson.loads(make_candidate(1).to_bytes())), option=orjson.OPT_SORT_KEYS)
+    assert link_candidate(value, None) is None
+    assert _writer_line(value, None) is None
