@@ -70,6 +70,7 @@ from worker.agents.auditing import replay, verify_registry  # noqa: E402
 from worker.agents.ledger_io import LedgerReader, checkpoint_origin  # noqa: E402
 from worker.agents.recording import LedgerStore, _recorded_rows  # noqa: E402
 from worker.agents.runtime import Runtime  # noqa: E402
+from worker.canonical import canonical_bytes  # noqa: E402
 from worker.config import Settings, load_settings  # noqa: E402
 from worker.constants import LEDGER_CHECKPOINT_KEY, LEDGER_HEAD_KEY, TOPIC_INDEX_CANDIDATES  # noqa: E402
 from worker.errors import NotFoundError  # noqa: E402
@@ -160,8 +161,8 @@ def body(i: int) -> dict[str, Any]:
 
 
 def candidate_value(b: dict[str, Any], i: int) -> bytes:
-    """The Kafka value the bundler would publish for body ``b``."""
-    return orjson.dumps({
+    """The Kafka value the bundler publishes for body ``b`` (canonical, as ``IndexCandidate.to_bytes``)."""
+    return canonical_bytes({
         "body": b,
         "bundle_sha256": b["checksums"]["artifact_sha256"],
         "attestation_uri": b["signatures"]["in_toto"],
