@@ -2,30 +2,42 @@
 
 Field names and optionality follow lakeFS's ``pkg/actions/event.go``
 (``EventInfo``): many fields are ``omitempty``, so only the ones a bundle needs
-are required, and only for the event types we act on.
+are required, and only for the event types we act on. Every field that is present
+is checked the same way whatever the event type: an ignored event with a malformed
+repository id or timestamp is as much a sign of a wrong sender as an acted-on one.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from worker.errors import PayloadError, describe_validation_error
 from worker.events import CommitEvent
+from worker.ids import check_branch, check_commit, check_repo
+from worker.utc import parse_rfc3339
 
-__all__ = ["ACTED_ON", "BadPayload", "WebhookBody", "parse_webhook"]
+__all__ = ["ACTED_ON", "WebhookBody", "parse_webhook"]
 
 ACTED_ON = frozenset({"post-commit", "post-merge"})
-# RFC 3339 date-time (lakeFS sends Go's time.RFC3339): no ISO 8601 basic format.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([zZ]|[+-]\d{2}:\d{2})")
 
 Short = Annotated[str, Field(max_length=1024)]
+# lakeFS event types are lower-case words joined by hyphens (post-commit, pre-create-tag, ...).
+EventType = Annotated[str, Field(max_length=64, pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")]
 
 
-class BadPayload(ValueError):  # noqa: N818 - public name, used by callers and tests
-    """The body is not a lakeFS webhook we accept; ``str()`` names the field."""
+def _empty_or(check: Callable[[str], str]) -> Callable[[str], str]:
+    """``check``, except that an empty string (lakeFS omitted the field) passes."""
+    return lambda v: check(v) if v else v
+
+
+Repo = Annotated[str, AfterValidator(check_repo)]
+Branch = Annotated[Short, AfterValidator(_empty_or(check_branch))]
+Commit = Annotated[Short, AfterValidator(_empty_or(check_commit))]
 
 
 class WebhookBody(BaseModel):
@@ -33,15 +45,15 @@ class WebhookBody(BaseModel):
     # we were built against, and guessing is worse than a clear 422.
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    event_type: Short
+    event_type: EventType
     event_time: Short
     action_name: Short
     hook_id: Short
-    repository_id: Short
-    branch_id: Short = ""
+    repository_id: Repo
+    branch_id: Branch = ""
     source_ref: Short = ""
     tag_id: Short = ""
-    commit_id: Short = ""
+    commit_id: Commit = ""
     commit_message: Annotated[str, Field(max_length=65536)] = ""
     committer: Short = ""
     commit_metadata: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=4096)]] = Field(
@@ -50,42 +62,52 @@ class WebhookBody(BaseModel):
     merge_source: Short = ""
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "body"
-    return f"{loc}: {err['msg']}"
+def _event_time(text: str) -> datetime:
+    try:
+        # RFC 3339 as lakeFS sends it (Go's time.RFC3339): no ISO 8601 basic format.
+        return parse_rfc3339(text)
+    except ValueError as e:
+        raise PayloadError("event_time: not an RFC 3339 timestamp") from e
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise PayloadError(f"{key}: key given more than once")
+        seen.add(key)
+    return dict(pairs)
 
 
 def parse_webhook(raw: bytes) -> tuple[WebhookBody, CommitEvent | None]:
     """Validate a webhook body; return the commit event if it is one we act on.
 
+    A key given twice is refused: JSON parsers disagree on which value wins, so such
+    a body does not mean one thing.
+
     Raises:
-        BadPayload: malformed JSON, wrong types, missing or unknown fields.
+        PayloadError: malformed JSON, wrong types, missing, repeated or unknown fields.
     """
     try:
         body = WebhookBody.model_validate_json(raw)
     except ValidationError as e:
-        raise BadPayload(_first_error(e)) from e
+        raise PayloadError(describe_validation_error(e, whole="body")) from e
+    # The model accepted it, so it is small and two levels deep: a second parse only
+    # to see repeated keys, which the model's parser silently resolves.
+    json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
+    event_time = _event_time(body.event_time)
     if body.event_type not in ACTED_ON:
         return body, None
     for name in ("branch_id", "commit_id"):
         if not getattr(body, name):
-            raise BadPayload(f"{name}: required for {body.event_type}")
-    if not _RFC3339.fullmatch(body.event_time):
-        raise BadPayload("event_time: not an RFC 3339 timestamp")
-    try:
-        event_time = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", body.event_time))
-    except ValueError as e:
-        raise BadPayload("event_time: not an RFC 3339 timestamp") from e
-    if event_time.tzinfo is None:
-        raise BadPayload("event_time: timezone missing")
+            raise PayloadError(f"{name}: required for {body.event_type}")
     try:
         event = CommitEvent(
             source=body.event_type,  # type: ignore[arg-type]  # checked against ACTED_ON
             repository_id=body.repository_id,
             branch_id=body.branch_id,
             commit_id=body.commit_id,
-            event_time=event_time.astimezone(UTC),
+            event_time=event_time,
             action_name=body.action_name,
             hook_id=body.hook_id,
             source_ref=body.source_ref,
@@ -95,5 +117,5 @@ def parse_webhook(raw: bytes) -> tuple[WebhookBody, CommitEvent | None]:
             commit_metadata=dict(body.commit_metadata),
         )
     except ValidationError as e:
-        raise BadPayload(_first_error(e)) from e
+        raise PayloadError(describe_validation_error(e, whole="body")) from e
     return body, event

@@ -2,23 +2,37 @@
 
 It only validates and publishes; it never signs or bundles. It answers 2xx
 only after the broker acknowledged the event, so a lakeFS run log shows a
-failure whenever an event could be lost.
+failure whenever an event could be lost. Anything the client sends wrong, in
+the headers, the framing, the coding or the JSON, is a 4xx with a one-line
+reason (:mod:`hooks.intake`); a 5xx means only that Kafka did not answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import trace
 
 from hooks.auth import token_matches
-from hooks.payload import BadPayload, parse_webhook
+from hooks.intake import (
+    Refused,
+    check_content_type,
+    check_headers,
+    content_coding,
+    decode_body,
+    header_values,
+    read_body,
+)
+from hooks.payload import parse_webhook
 from worker.clients import Producer
 from worker.config import Settings
 from worker.constants import HEADER_REQUEST_ID, HOOK_TOKEN_HEADER, TOPIC_EVENTS
-from worker.errors import TransientError
+from worker.errors import PayloadError, TransientError
 from worker.events import event_key
 from worker.topics import ensure_all_topics
 from worker.tracing import context_from_headers, headers_with_trace
@@ -39,12 +53,10 @@ def _error(status: int, reason: str, request_id: str) -> web.Response:
     return web.json_response({"error": reason, "request_id": request_id}, status=status)
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """Read at most ``limit`` bytes; ``None`` if the body is larger."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    data = await request.content.read(limit + 1)
-    return None if len(data) > limit else data
+def _one(raw_headers: tuple[tuple[bytes, bytes], ...], name: str) -> bytes | None:
+    """The header's value if it was sent exactly once (repeats are refused before this is asked)."""
+    values = header_values(raw_headers, name)
+    return values[0] if len(values) == 1 else None
 
 
 async def webhook(request: web.Request) -> web.Response:
@@ -52,32 +64,78 @@ async def webhook(request: web.Request) -> web.Response:
     request_id = str(uuid.uuid4())
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        return await _handle(request, settings, request_id)
+        try:
+            return await _handle(request, settings, await _admit(request, settings), request_id)
+        except Refused as e:
+            log.info("webhook.refused", status=e.status, reason=e.reason)
+            response = _error(e.status, e.reason, request_id)
+            if not request.content.is_eof():
+                response.force_close()  # what is left of the body must not be read as a next request
+            return response
     finally:
         structlog.contextvars.unbind_contextvars("request_id", "repository_id", "commit_id", "trace_id")
 
 
-async def _admit(request: web.Request, settings: Settings, request_id: str) -> bytes | web.Response:
-    """The request's body, or the error response if it is unauthorised, not JSON, or too large."""
-    if not token_matches(request.headers.get(HOOK_TOKEN_HEADER), request.app[_TOKEN]):
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """Ask for the body (``100 Continue``) only when it would be read.
+
+    aiohttp's default invites every client to send its body, a caller without the token
+    too, only to refuse it once sent. Here the final answer comes at once when the head
+    already decides it; ``None`` lets the handler run.
+    """
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no 100 Continue; the header is ignored
+    request_id = str(uuid.uuid4())
+    raw_headers = request.raw_headers
+    refusal: Refused | None = None
+    if header_values(raw_headers, "Expect") != [b"100-continue"]:
+        refusal = Refused(417, "the only expectation understood is Expect: 100-continue")
+    elif not token_matches(_one(raw_headers, HOOK_TOKEN_HEADER), request.app[_TOKEN]):
+        refusal = Refused(401, f"missing, repeated or wrong {HOOK_TOKEN_HEADER} header")
+    elif (request.content_length or 0) > (limit := request.app[_SETTINGS].limits.max_webhook_bytes):
+        refusal = Refused(413, f"body larger than {limit} bytes")
+    if refusal is not None:
+        log.info("webhook.refused", status=refusal.status, reason=refusal.reason, request_id=request_id)
+        response = _error(refusal.status, refusal.reason, request_id)
+        response.force_close()  # the client may send the body anyway; it is not read
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the final answer starts after the interim one
+    return None
+
+
+async def _admit(request: web.Request, settings: Settings) -> bytes:
+    """The request's decoded body, once its token, headers, framing and coding are acceptable.
+
+    Checked in this order, so an unauthenticated caller learns nothing but 401: the token
+    (sent exactly once), header values (UTF-8; the ones we read sent at most once), the
+    media type, the content coding, then the whole body within the size limit and the read
+    timeout, then the decoded body within the size limit.
+
+    Raises:
+        Refused: 401, 400, 415, 413 or 408 with the reason.
+    """
+    raw_headers = request.raw_headers
+    if not token_matches(_one(raw_headers, HOOK_TOKEN_HEADER), request.app[_TOKEN]):
         log.warning("webhook.unauthorized", remote=request.remote)
-        return _error(401, f"missing or wrong {HOOK_TOKEN_HEADER} header", request_id)
-    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        return _error(415, "Content-Type must be application/json", request_id)
-    raw = await _read_limited(request, settings.limits.max_webhook_bytes)
-    if raw is None:
-        return _error(413, f"body larger than {settings.limits.max_webhook_bytes} bytes", request_id)
-    return raw
+        raise Refused(401, f"missing, repeated or wrong {HOOK_TOKEN_HEADER} header")
+    check_headers(raw_headers)
+    check_content_type(_one(raw_headers, "Content-Type"))
+    coding = content_coding(_one(raw_headers, "Content-Encoding"))
+    limit = settings.limits.max_webhook_bytes
+    timeout = settings.hooks_read_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            wire = await read_body(request.content, limit, request.content_length)
+    except TimeoutError:
+        raise Refused(408, f"body not complete within {timeout:g} s") from None
+    return decode_body(wire, coding, limit)
 
 
-async def _handle(request: web.Request, settings: Settings, request_id: str) -> web.Response:
-    raw = await _admit(request, settings, request_id)
-    if isinstance(raw, web.Response):
-        return raw
+async def _handle(request: web.Request, settings: Settings, raw: bytes, request_id: str) -> web.Response:
     try:
         body, event = parse_webhook(raw)
-    except BadPayload as e:
+    except PayloadError as e:
         log.info("webhook.rejected", reason=str(e))
         return _error(422 if raw.strip().startswith(b"{") else 400, str(e), request_id)
     if event is None:
@@ -88,7 +146,7 @@ async def _handle(request: web.Request, settings: Settings, request_id: str) -> 
         return web.json_response({"status": "ignored", "reason": "branch not watched", "request_id": request_id})
 
     event = event.model_copy(update={"request_id": request_id})
-    parent = context_from_headers([(k.lower(), v.encode()) for k, v in request.headers.items()])
+    parent = context_from_headers([(k.decode("ascii", "replace").lower(), v) for k, v in request.raw_headers])
     with tracer.start_as_current_span("hooks.webhook", context=parent) as span:
         span.set_attribute("lakefs.repository", event.repository_id)
         span.set_attribute("lakefs.commit", event.commit_id)
@@ -126,8 +184,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 def make_app(settings: Settings, producer: Producer | None = None) -> web.Application:
     """Build the aiohttp app; the producer is closed on app cleanup."""
-    # client_max_size guards aiohttp's own readers; our handler enforces the limit too.
-    app = web.Application(client_max_size=settings.limits.max_webhook_bytes + 1)
+    app = web.Application(
+        # client_max_size guards aiohttp's own readers; hooks.intake enforces the limit.
+        client_max_size=settings.limits.max_webhook_bytes + 1,
+        handler_args={
+            # The body is decoded by hooks.intake, bounded; aiohttp's decoder fails as a 500.
+            "auto_decompress": False,
+            # A connection that sends no complete request head (idle keep-alive, or a head
+            # trickling in) is closed after the read timeout, not after aiohttp's hour.
+            "keepalive_timeout": settings.hooks_read_timeout_s,
+        },
+    )
     app[_SETTINGS] = settings
     app[_TOKEN] = settings.resolved_hook_token()
     app[_PRODUCER] = producer or Producer(
@@ -148,14 +215,32 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
 
     app.on_startup.append(_ensure_topics)
     app.on_cleanup.append(_close)
-    app.router.add_post(WEBHOOK_PATH, webhook)
+    app.router.add_post(WEBHOOK_PATH, webhook, expect_handler=_expect)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
 
 
+class _OneLineClientFaults(logging.Filter):
+    """aiohttp logs a request it cannot parse (the client's fault) as an ERROR with a traceback.
+
+    Such a request is bad input like any other: it gets its 400 from aiohttp and one log line
+    here. Only the first line of aiohttp's message is kept; the rest quotes the raw request,
+    which may carry the token.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        reason = str(exc.message).strip().splitlines()[0][:200] if exc.message else type(exc).__name__
+        log.info("webhook.bad_http", status=exc.code, reason=reason)
+        return False
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM (aiohttp installs the handlers)."""
+    logging.getLogger("aiohttp.server").addFilter(_OneLineClientFaults())
     web.run_app(
         make_app(settings),
         host=settings.hooks_host,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from hooks.payload import ACTED_ON, BadPayload, WebhookBody, parse_webhook
+from hooks.payload import ACTED_ON, WebhookBody, parse_webhook
+from worker.errors import PayloadError
 
 REPO = "repo-one"
 COMMIT = "0123456789abcdef" * 4
@@ -94,7 +95,7 @@ def test_other_event_types_return_body_and_no_event(event_type: str) -> None:
 
 
 def test_other_event_types_are_still_validated_strictly() -> None:
-    with pytest.raises(BadPayload, match=r"^surprise: Extra inputs are not permitted"):
+    with pytest.raises(PayloadError, match=r"^surprise: Extra inputs are not permitted"):
         parse_webhook(raw(event_type="pre-commit", surprise=1))
 
 
@@ -173,7 +174,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
 
 @pytest.mark.parametrize(("payload", "message"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
 def test_malformed_bodies_raise_bad_payload_naming_the_field(payload: bytes, message: str) -> None:
-    with pytest.raises(BadPayload) as exc:
+    with pytest.raises(PayloadError) as exc:
         parse_webhook(payload)
     assert str(exc.value).startswith(message), str(exc.value)
 
@@ -191,7 +192,7 @@ def test_limits_are_inclusive() -> None:
 
 
 def test_bad_payload_is_a_value_error_chained_to_the_cause() -> None:
-    with pytest.raises(BadPayload) as exc:
+    with pytest.raises(PayloadError) as exc:
         parse_webhook(raw(event_time="2024-13-45T12:00:00Z"))  # RFC 3339 shape, impossible date
     assert isinstance(exc.value, ValueError)
     assert isinstance(exc.value.__cause__, ValueError)
@@ -202,5 +203,5 @@ def test_lowercase_z_is_rfc3339_and_the_basic_format_is_not() -> None:
             "repository_id": "repo-one", "branch_id": "main", "commit_id": "a" * 64}
     _, event = parse_webhook(json.dumps(body).encode())
     assert event is not None and event.event_time == datetime(2026, 11, 26, 10, tzinfo=UTC)
-    with pytest.raises(BadPayload):
+    with pytest.raises(PayloadError):
         parse_webhook(json.dumps({**body, "event_time": "20261126T100000Z"}).encode())
