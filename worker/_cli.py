@@ -631,7 +631,7 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     lv.set_defaults(handler=_ledger_verify)
     mg = ledger.add_parser("migrate", help="convert a single-file ledger (earlier versions) to the tiled layout")
     mg.set_defaults(handler=_ledger_migrate)
-    ex = ledger.add_parser("export", help="write the whole ledger as one JSONL file (the spec's index view)")
+    ex = ledger.add_parser("export", help="write the whole ledger as one JSONL file (the index view)")
     ex.add_argument("--out", help="a local file (default: s3://<bucket>/index/rollback-index.jsonl)")
     _add_key_option(ex)
     ex.set_defaults(handler=_ledger_export)
