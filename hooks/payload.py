@@ -93,8 +93,12 @@ def parse_webhook(raw: bytes) -> tuple[WebhookBody, CommitEvent | None]:
     except ValidationError as e:
         raise PayloadError(describe_validation_error(e, whole="body")) from e
     # The model accepted it, so it is small and two levels deep: a second parse only
-    # to see repeated keys, which the model's parser silently resolves.
-    json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
+    # to see repeated keys, which the model's parser silently resolves. Should the two
+    # parsers ever disagree on what is JSON, that is still the body's fault, not a 500.
+    try:
+        json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise PayloadError(f"body: not JSON ({type(e).__name__})") from e
     event_time = _event_time(body.event_time)
     if body.event_type not in ACTED_ON:
         return body, None

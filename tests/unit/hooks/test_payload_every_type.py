@@ -93,3 +93,14 @@ def test_a_repeated_key_inside_commit_metadata_is_refused() -> None:
     twice = "{" + inner + ', "commit_metadata": {"k": "a", "k": "b"}}'
     with pytest.raises(PayloadError, match=r"^k: key given more than once$"):
         parse_webhook(twice.encode())
+
+
+def test_if_the_key_check_parser_disagrees_with_the_model_it_is_still_a_payload_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def stricter(*_: object, **__: object) -> object:
+        raise json.JSONDecodeError("a stricter parser", "", 0)
+
+    monkeypatch.setattr("hooks.payload.json.loads", stricter)
+    with pytest.raises(PayloadError, match=r"^body: not JSON \(JSONDecodeError\)$"):
+        parse_webhook(raw("post-commit"))
