@@ -37,7 +37,8 @@ from worker.events import CommitEvent
 pytestmark = pytest.mark.stack
 
 LIMIT = 4096  # KFM_LIMIT_WEBHOOK_MAX_BYTES for this server
-READ_TIMEOUT = 0.75  # KFM_HOOKS_READ_TIMEOUT_S for this server
+READ_TIMEOUT = 1.0  # KFM_HOOKS_READ_TIMEOUT_S for this server: ten times the slowest valid delivery
+KAFKA_TIMEOUT = 4.0  # KFM_KAFKA_TIMEOUT_S: a slow broker is a 503 within ANSWER_WITHIN, not a hang
 WATCHED = ("main", "feature/x")
 ANSWER_WITHIN = 5.0  # seconds: the read timeout plus a publish, with room for a busy machine
 BATCH = 8  # requests sent at once per generated example
@@ -74,6 +75,7 @@ def server(stack_env: dict[str, str]) -> Iterator[Server]:
         "KFM_HOOKS_PORT": str(port),
         "KFM_LIMIT_WEBHOOK_MAX_BYTES": str(LIMIT),
         "KFM_HOOKS_READ_TIMEOUT_S": str(READ_TIMEOUT),
+        "KFM_KAFKA_TIMEOUT_S": str(KAFKA_TIMEOUT),
         "KFM_WATCHED_BRANCHES": ",".join(WATCHED),
     }
     with hooks_server(env, **extra):
