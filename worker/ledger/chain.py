@@ -164,15 +164,17 @@ class LineChecker:
             self._advance(line, key.seq, key.prev, key.commit)
 
     def _advance(self, line: bytes, seq: int, prev: str, commit: str) -> None:
-        where = f"ledger row seq={seq} (line {self.seq + 1})"
         if seq != self.seq:
             raise VerificationError(
-                f"{where}: expected seq {self.seq}; rows are missing, duplicated or out of order"
+                f"ledger row seq={seq} (line {self.seq + 1}): expected seq {self.seq}; "
+                "rows are missing, duplicated or out of order"
             )
         if self.prev is None:
             self.first_prev = prev
         elif prev != self.prev:
-            raise VerificationError(f"{where}: prev mismatch; it does not follow the row before it")
+            raise VerificationError(
+                f"ledger row seq={seq} (line {self.seq + 1}): prev mismatch; it does not follow the row before it"
+            )
         self._prefixes.append(int(commit[:16], 16))
         self._seqs.append(seq)
         self.prev = hashlib.sha256(line).hexdigest()
