@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint
 from worker.ledger.head import MAX_HEAD_BYTES, Head
 from worker.ledger.mirror import check_mirrors
 from worker.ledger.row import GENESIS_PREV, LedgerRow, leaf_bytes, parse_candidate, parse_line
-from worker.ledger.scan import link_candidate
+from worker.ledger.scan import Matched, link_candidate, match_run
 from worker.ledger.tiles import (
     TILE_WIDTH,
     Tile,
@@ -137,6 +139,18 @@ class _TileCheck:
             await self._pending.pop(0)
 
 
+_POOL_ABOVE_ROWS = 32 * TILE_WIDTH
+
+
+def _fork_pool(rows: int) -> ProcessPoolExecutor | None:
+    """One process per core for CPU-bound row work over ``rows`` rows; None when
+    the ledger is small (starting processes would cost more than it saves)."""
+    workers = os.cpu_count() or 1
+    if rows <= _POOL_ABOVE_ROWS or workers < 2:
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
 class _BundleChecker:
     """Checks entry bundles in a process pool (one process per core) for large ledgers.
 
@@ -146,15 +160,9 @@ class _BundleChecker:
     starting processes would cost more than it saves.
     """
 
-    _POOL_ABOVE_ROWS = 32 * TILE_WIDTH
-
     def __init__(self, rows: int) -> None:
-        workers = os.cpu_count() or 1
-        self._pool = (
-            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-            if rows > self._POOL_ABOVE_ROWS and workers > 1 else None
-        )
-        self._depth = 4 * workers
+        self._pool = _fork_pool(rows)
+        self._depth = 4 * (os.cpu_count() or 1)
 
     async def __aenter__(self) -> _BundleChecker:
         return self
@@ -335,6 +343,7 @@ class ReplayReport:
     differences: list[str] = field(default_factory=list)
     root: str = ""
     verified_by_round_trip: int = 0
+    matched_in_parallel: int = 0  # candidates decided by the fast path, in the pool
     seconds: float = 0.0
 
 
@@ -343,19 +352,27 @@ class _Canonical:
 
     def __init__(self, reader: LedgerReader, size: int) -> None:
         self._lines: AsyncIterator[tuple[int, bytes]] = reader.lines(0, size)
-        self._next: bytes | None = None
+        self._ahead: deque[bytes] = deque()
         self._done = size == 0
+        self.position = 0  # seq of the next stored line
+        self.last: bytes | None = None  # the line before it
 
-    async def peek(self) -> bytes | None:
-        if self._next is None and not self._done:
+    async def ahead(self, n: int) -> list[bytes]:
+        """Up to ``n`` next lines, without consuming them."""
+        while len(self._ahead) < n and not self._done:
             try:
-                self._next = (await anext(self._lines))[1]
+                self._ahead.append((await anext(self._lines))[1])
             except StopAsyncIteration:
                 self._done = True
-        return self._next
+        return list(itertools.islice(self._ahead, n))
+
+    async def peek(self) -> bytes | None:
+        lines = await self.ahead(1)
+        return lines[0] if lines else None
 
     def advance(self) -> None:
-        self._next = None
+        self.last = self._ahead.popleft()
+        self.position += 1
 
 
 async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayReport:
@@ -378,12 +395,18 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
     out = await asyncio.to_thread((scratch / "rollback-index.jsonl").open, "wb")
     state = _Replay(rt, trusted, canonical, archived, report)
+    pool = _fork_pool(cp.size)
     try:
+        window: list[bytes] = []
         async for value in _candidates(rt):
-            line = await state.take(value)
-            if line is not None:
-                out.write(line + b"\n")
+            window.append(value)
+            if len(window) == _REPLAY_WINDOW:
+                out.writelines(line + b"\n" for line in await state.take_many(window, pool))
+                window = []
+        out.writelines(line + b"\n" for line in await state.take_many(window, pool))
     finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(out.close)
     edge = state.edge
     report.rows, report.root = edge.size, edge.root().hex()
@@ -408,6 +431,49 @@ class _Replay:
         self.seen: set[str] = set()
         self.edge = TreeEdge()
         self.prev: tuple[int, str] | None = None
+
+    async def take_many(self, values: list[bytes], pool: ProcessPoolExecutor | None) -> list[bytes]:
+        """The rebuilt lines of ``values``: in parallel while they link one to one onto the
+        stored lines (the common case); a candidate that does not (a duplicate, a refused
+        or unusual one, a difference) is taken alone with the models, then on in parallel."""
+        lines: list[bytes] = []
+        while values:
+            matched = await self._match(values, pool)
+            lines += matched
+            if len(matched) < len(values):
+                rebuilt = await self.take(values[len(matched)])
+                if rebuilt is not None:
+                    lines.append(rebuilt)
+            values = values[len(matched) + 1 :]
+        return lines
+
+    async def _match(self, values: list[bytes], pool: ProcessPoolExecutor | None) -> list[bytes]:
+        """The longest prefix of ``values`` that gives the next stored lines, accepted."""
+        stored = await self.canonical.ahead(len(values))
+        starts = range(0, min(len(values), len(stored)), _REPLAY_CHUNK)
+        loop = asyncio.get_running_loop()
+        runs = []
+        for start in starts:
+            args = (values[start : start + _REPLAY_CHUNK], stored[start : start + _REPLAY_CHUNK],
+                    stored[start - 1] if start else self.canonical.last, self.canonical.position + start)
+            runs.append(loop.run_in_executor(pool, match_run, *args) if pool is not None else _done(match_run(*args)))
+        lines: list[bytes] = []
+        try:
+            for start, run in zip(starts, runs, strict=True):
+                for m in await run:
+                    if m.commit in self.seen:  # a second row for a commit: the models decide
+                        return lines
+                    self.report.candidates += 1
+                    self.report.matched_in_parallel += 1
+                    line = stored[len(lines)]
+                    self.canonical.advance()
+                    lines.append(self._append(line, self.canonical.position - 1, m.commit, m.line_sha256, m.leaf_hash))
+                if len(lines) < start + _REPLAY_CHUNK:
+                    return lines
+            return lines
+        finally:
+            for run in runs:
+                run.cancel()
 
     async def take(self, value: bytes) -> bytes | None:
         """The rebuilt line this candidate appends, or None."""
@@ -444,13 +510,25 @@ class _Replay:
                 )
         return self._append(line, row.seq, row.lakefs_commit)
 
-    def _append(self, line: bytes, seq: int, commit: str) -> bytes:
+    def _append(
+        self, line: bytes, seq: int, commit: str, line_sha256: str | None = None, leaf_hash: bytes | None = None
+    ) -> bytes:
         self.seen.add(commit)
-        self.prev = (seq, hashlib.sha256(line).hexdigest())
-        self.edge.append(merkle.leaf_hash(line))
+        self.prev = (seq, line_sha256 or hashlib.sha256(line).hexdigest())
+        self.edge.append(leaf_hash or merkle.leaf_hash(line))
         if self.edge.size in self.archived and self.archived[self.edge.size] != self.edge.root():
             self.report.differences.append(f"root at checkpoint size {self.edge.size} differs")
         return line
+
+
+_REPLAY_CHUNK = TILE_WIDTH  # candidates per task in the pool
+_REPLAY_WINDOW = 4 * _REPLAY_CHUNK * (os.cpu_count() or 1)  # candidates read before they are matched
+
+
+def _done(value: list[Matched]) -> asyncio.Future[list[Matched]]:
+    future: asyncio.Future[list[Matched]] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 async def _candidates(rt: Runtime) -> AsyncIterator[bytes]:

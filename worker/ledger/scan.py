@@ -30,7 +30,7 @@ import rfc8785
 
 from worker.ledger.row import GENESIS_PREV, ConfigRef, EnergyCarbon, IndexCandidate, LedgerRow, ModelRef, SnapshotRef
 
-__all__ = ["FAST_MAX_LINE_BYTES", "LineKey", "link_candidate", "scan_line"]
+__all__ = ["FAST_MAX_LINE_BYTES", "LineKey", "Matched", "link_candidate", "match_run", "scan_line"]
 
 FAST_MAX_LINE_BYTES: Final = 64 * 1024
 """Longer lines go to the model: within this size no list can exceed the model's item limits."""
@@ -223,3 +223,35 @@ def link_candidate(value: bytes, prev: tuple[int, str] | None) -> tuple[bytes, L
     ):
         return None
     return line, key
+
+
+class Matched(NamedTuple):
+    """A candidate that links to exactly the stored line at its position."""
+
+    commit: str
+    leaf_hash: bytes  # RFC 6962 leaf hash of the line
+    line_sha256: str  # what the next row's ``prev`` must be
+
+
+def match_run(values: list[bytes], stored: list[bytes], prev_line: bytes | None, first_seq: int) -> list[Matched]:
+    """How many of ``values``, from the first, link one to one onto ``stored`` (rows from ``first_seq``).
+
+    The replay's parallel step (picklable: runs in a process pool): each
+    candidate is linked after the stored line before it, which is what the
+    writer did if the ledger is what the topic implies. The run stops at the
+    first candidate that does not give the next stored line by the fast path
+    (a duplicate, a rejected or unusual candidate, or a difference); the
+    caller takes it from there with the models.
+    """
+    prev = None if prev_line is None else (first_seq - 1, hashlib.sha256(prev_line).hexdigest())
+    out: list[Matched] = []
+    for value, line in zip(values, stored, strict=False):
+        fast = link_candidate(value, prev)
+        if fast is None or fast[0] != line:
+            break
+        line_sha = hashlib.sha256(line).hexdigest()
+        leaf = hashlib.sha256(b"\x00")
+        leaf.update(line)
+        out.append(Matched(fast[1].commit, leaf.digest(), line_sha))
+        prev = (fast[1].seq, line_sha)
+    return out
