@@ -33,6 +33,7 @@ from tests.integration.helpers import (
     unique,
     worker_process,
 )
+from tests.lineage_schema import errors as lineage_errors
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
 from worker.bundle.extract import extract_bundle
@@ -289,9 +290,15 @@ async def test_trace_continues_from_webhook_and_lineage_is_emitted(
     recs = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_LINEAGE), start_l, want=2, timeout=30)
     events = [json.loads(v) for _, v, _ in recs if json.loads(v)["run"]["runId"] == run_id]
     assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
-    assert events[1]["outputs"][0]["name"] == f"artifacts/{commit}.tar.zst"
+    # OpenLineage's S3 naming for the bundle, and events valid against the OpenLineage schema.
+    assert [(d["namespace"], d["name"]) for d in events[1]["outputs"]] == [
+        (f"s3://{settings.s3_bucket}", f"artifacts/{commit}.tar.zst")
+    ]
+    assert [lineage_errors(e) for e in events] == [[], []]
     async with open_bucket(settings) as b:
         trace_doc = json.loads((await b.get(f"evidence/{commit}/{run_id}/otel-trace.json", 1 << 20))[0])
+        stored = json.loads((await b.get(f"evidence/{commit}/{run_id}/openlineage.json", 1 << 20))[0])
+    assert stored == events
     spans = trace_doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert {s["traceId"] for s in spans} == {trace_id}
     assert {"bundle", "bundle.freeze", "bundle.stac", "bundle.configs", "bundle.models", "bundle.package"} <= {

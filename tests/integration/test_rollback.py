@@ -33,6 +33,7 @@ from tests.integration.helpers import (
     unique,
     worker_process,
 )
+from tests.lineage_schema import errors as lineage_errors
 from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
@@ -165,8 +166,18 @@ async def test_rollback_restores_commit_a_exactly(
         assert (await lakefs.get_commit(repo, f"kfm-pre-rollback-{req.request_id[:12]}")).id == c
     async with open_bucket(settings) as bucket:
         story = json.loads((await bucket.get(f"rollbacks/{req.request_id}/story.json", 1 << 20))[0])
+        bundle_run = story["dependencies"]["bundle_lineage_run"]
+        bundled = json.loads((await bucket.get(f"evidence/{a}/{bundle_run}/openlineage.json", 1 << 20))[0])
+        restored = json.loads((await bucket.get(f"rollbacks/{req.request_id}/openlineage.json", 1 << 20))[0])
     assert story["why"] == "regression in run C" and story["which_commit"] == a
     assert story["before"]["head"] == c and story["dependencies"]["upstream"]
+    # Both runs' OpenLineage events are valid, and the bundle the bundling run wrote is the
+    # dataset the rollback read.
+    assert [lineage_errors(e) for e in bundled + restored] == [[]] * 4
+    [produced] = bundled[-1]["outputs"]
+    assert {(d["namespace"], d["name"]) for e in restored for d in e["inputs"]} == {
+        (produced["namespace"], produced["name"])
+    } == {(f"s3://{settings.s3_bucket}", f"artifacts/{a}.tar.zst")}
 
 
 async def test_same_request_twice_restores_once(settings: Settings, lakefs: LakeFS, history: dict[str, str]) -> None:

@@ -40,8 +40,8 @@ from worker.constants import (
 )
 from worker.errors import AlreadyExistsError, IntegrityError
 from worker.events import CommitEvent
-from worker.evidence import EnergyModel, measure, run_event, spans_to_otlp_json
-from worker.evidence.lineage import JOB_NAMESPACE, dataset
+from worker.evidence import EnergyModel, measure, spans_to_otlp_json
+from worker.evidence.lineage import bundle_events
 from worker.keys import TrustedKeys
 from worker.tracing import trace_buffer
 
@@ -126,18 +126,6 @@ async def bundle_and_upload(
     structlog.contextvars.bind_contextvars(commit_id=commit, repository_id=event.repository_id, run_id=run_id)
     try:
         started = datetime.now(UTC)
-        inputs = [dataset(f"lakefs://{event.repository_id}", f"{commit}")]
-        job_name = f"bundle.{event.repository_id}"
-        lineage = [
-            run_event(
-                "START",
-                run_id=run_id,
-                event_time=started,
-                inputs=inputs,
-                job_namespace=JOB_NAMESPACE,
-                job_name=job_name,
-            )
-        ]
         with tracer.start_as_current_span("bundle", context=parent) as root:
             trace_id_int = root.get_span_context().trace_id
             trace_id = format(trace_id_int, "032x")
@@ -148,17 +136,9 @@ async def bundle_and_upload(
                 built = await build_bundle(rt, event, work)
         finished = datetime.now(UTC)
         artifact_key = f"{ARTIFACTS_PREFIX}{commit}.tar.zst"
-        outputs = [dataset(f"s3://{rt.bucket.name}", artifact_key, {"sha256": {"value": built.sha256}})]
-        lineage.append(
-            run_event(
-                "COMPLETE",
-                run_id=run_id,
-                event_time=finished,
-                inputs=inputs,
-                outputs=outputs,
-                job_namespace=JOB_NAMESPACE,
-                job_name=job_name,
-            )
+        lineage = bundle_events(
+            repository=event.repository_id, commit=commit, artifact_uri=rt.bucket.uri(artifact_key),
+            sha256=built.sha256, run_id=run_id, started=started, finished=finished,
         )
         evidence = {
             "openlineage.json": canonical_bytes(lineage),

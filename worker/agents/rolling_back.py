@@ -429,7 +429,7 @@ async def _record(rt: RollbackRuntime, req: RollbackRequest, row: LedgerRow, don
                   started: datetime) -> None:
     """Step 6 (the result itself is stored by the caller): lineage run and story record, each stored once."""
     run_id = str(uuid.uuid4())
-    events = lineage_events(req, row, bucket=rt.bucket.name, restored=done.restored_ref, run_id=run_id,
+    events = lineage_events(req, row, restored=done.restored_ref, run_id=run_id,
                             started=started, finished=datetime.now(UTC))
     for ev in events:
         await rt.producer.send(rt.settings.topic(TOPIC_LINEAGE), canonical_bytes(ev), key=run_id.encode())

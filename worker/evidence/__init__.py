@@ -6,7 +6,7 @@ bound to it by digest in the signed attestation's ``byproducts``.
 """
 
 from worker.evidence.energy import EnergyModel, EnergyReport, measure
-from worker.evidence.lineage import run_event
+from worker.evidence.lineage import bundle_events, run_event
 from worker.evidence.otlp import spans_to_otlp_json
 
-__all__ = ["EnergyModel", "EnergyReport", "measure", "run_event", "spans_to_otlp_json"]
+__all__ = ["EnergyModel", "EnergyReport", "bundle_events", "measure", "run_event", "spans_to_otlp_json"]

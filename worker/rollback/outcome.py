@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from worker.canonical import canonical_bytes
-from worker.evidence.lineage import JOB_NAMESPACE, dataset, run_event
+from worker.evidence.lineage import JOB_NAMESPACE, bundle_dataset, dataset, run_event
 from worker.ledger.row import LedgerRow
 from worker.rollback.plan import Change, Plan
 from worker.rollback.request import RollbackRequest, RollbackResult, Status
@@ -208,16 +208,20 @@ class Story:
 
 
 def lineage_events(
-    req: RollbackRequest, row: LedgerRow, *, bucket: str, restored: str, run_id: str,
+    req: RollbackRequest, row: LedgerRow, *, restored: str, run_id: str,
     started: datetime, finished: datetime,
 ) -> list[dict[str, Any]]:
     """The rollback's OpenLineage run: START and COMPLETE, from the bundle to the restored ref.
 
+    The input is the bundle named by the row's ``artifact_uri``, the same
+    dataset its bundling run reported as output.
+
     Raises:
-        ValueError: ``started`` or ``finished`` is not timezone-aware UTC.
+        ValueError: ``started`` or ``finished`` is not timezone-aware UTC, or
+            ``run_id`` is not a UUID.
     """
     job = f"rollback.{req.lakefs_repo}"
-    inputs = [dataset(f"s3://{bucket}", row.artifact_uri, {"sha256": {"value": row.checksums.artifact_sha256}})]
+    inputs = [bundle_dataset(row.artifact_uri, row.checksums.artifact_sha256)]
     outputs = [dataset(f"lakefs://{req.lakefs_repo}", restored)]
     return [
         run_event("START", run_id=run_id, event_time=started, inputs=inputs,

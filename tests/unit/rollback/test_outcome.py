@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.unit.rollback.factories import COMMIT, HEAD, request, row
+from worker.evidence.lineage import DIGEST_FACET, DIGEST_FACET_SCHEMA_URL, PRODUCER
 from worker.rollback.outcome import (
     FINAL_STATUSES,
     Completed,
@@ -114,17 +115,19 @@ def test_story_golden() -> None:
 def test_lineage_events_golden() -> None:
     r = row()
     start, end = datetime(2026, 11, 26, 10, 0, tzinfo=UTC), datetime(2026, 11, 26, 10, 0, 3, 500000, tzinfo=UTC)
-    events = lineage_events(request(), r, bucket="kfm-registry", restored="prod", run_id="run-1",
-                            started=start, finished=end)
-    dataset_in = {"namespace": "s3://kfm-registry", "name": r.artifact_uri,
-                  "facets": {"sha256": {"value": r.checksums.artifact_sha256}}}
+    run = "22222222-3333-4444-8555-666666666666"
+    events = lineage_events(request(), r, restored="prod", run_id=run, started=start, finished=end)
+    dataset_in = {"namespace": "s3://kfm-registry", "name": f"artifacts/{COMMIT}.tar.zst", "inputFacets": {},
+                  "facets": {DIGEST_FACET: {"_producer": PRODUCER, "_schemaURL": DIGEST_FACET_SCHEMA_URL,
+                                            "sha256": r.checksums.artifact_sha256}}}
     assert [(e["eventType"], e["eventTime"], e["run"]["runId"], e["job"]["name"]) for e in events] == [
-        ("START", "2026-11-26T10:00:00Z", "run-1", "rollback.kfm-main"),
-        ("COMPLETE", "2026-11-26T10:00:03.500000Z", "run-1", "rollback.kfm-main"),
+        ("START", "2026-11-26T10:00:00Z", run, "rollback.kfm-main"),
+        ("COMPLETE", "2026-11-26T10:00:03.500000Z", run, "rollback.kfm-main"),
     ]
     assert events[0]["inputs"] == events[1]["inputs"] == [dataset_in]
     assert events[0]["outputs"] == []
-    assert events[1]["outputs"] == [{"namespace": "lakefs://kfm-main", "name": "prod", "facets": {}}]
+    assert events[1]["outputs"] == [{"namespace": "lakefs://kfm-main", "name": "prod", "facets": {},
+                                     "outputFacets": {}}]
 
 
 def _otlp(*spans: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.lineage_schema import errors as lineage_errors
 from tests.unit.bundle.helpers import build_bundle_bytes, golden_key, sign_for
 from tests.unit.ledger.factories import make_body
 from tests.unit.rollback.fakes import FakeBucket, FakeLakeFS, FakeLedger, FakeProducer, FakeRuntime, sha256
@@ -151,6 +152,7 @@ async def test_each_strategy_restores_the_commit_and_reports_it(world: World, st
     lineage = world.rt.producer.on(world.rt.settings.topic(TOPIC_LINEAGE))
     assert [e["eventType"] for e in lineage] == ["START", "COMPLETE"]
     assert world.stored(req.request_id, "openlineage.json") == lineage
+    assert [lineage_errors(e) for e in lineage] == [[], []]
     assert story["dependencies"]["rollback_lineage_run"] == lineage[0]["run"]["runId"]
     [event] = world.events()
     assert event["type"] == "rollback.completed" and event["restored_ref"] == ref
