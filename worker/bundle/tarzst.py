@@ -3,10 +3,12 @@
 Why deterministic: the bundle's SHA-256 is what the attestation signs and
 what the ledger records, so rebuilding a commit's bundle from the same staged
 files must give the same bytes. Everything that could vary is fixed: member
-order (``manifest.json`` first, then members sorted by path), PAX headers
+order (``manifest.json`` first, then members sorted by path), ustar headers
 with mtime = the commit's creation time, uid/gid 0, empty user/group names,
-mode 0644, regular files only, no directory entries, no atime/ctime records,
-single-threaded zstd with a content checksum and no content size.
+mode 0644, regular files only, no directory entries, a pax extended header
+only for a path or size ustar cannot hold (never an mtime/atime/ctime record),
+single-threaded zstd with a content checksum and no content size. The exact
+header bytes are in docs/bundles.md ("Tar headers").
 
 Why streaming: model binaries run to gigabytes. Data flows
 ``staged file -> tar framing -> zstd stream writer -> hashing writer -> out``
