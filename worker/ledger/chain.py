@@ -39,7 +39,7 @@ def next_row(prev_rows_tail: LedgerRow | None, body: RowBody) -> LedgerRow:
     """Place ``body`` after ``prev_rows_tail`` (``None`` for the first row).
 
     Pure linking: it does not look for an earlier row of the same commit,
-    because it only sees the tail. :class:`worker.ledger.state.Ledger` does.
+    because it only sees the tail; the writer's :class:`worker.ledger.state.Appender` does.
     """
     if prev_rows_tail is None:
         return link(None, body)[0]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.unit.ledger.factories import make_chain, make_body
+from tests.unit.ledger.factories import make_body, make_chain
 from worker.agents.auditing import _BundleChecker
 from worker.errors import VerificationError
 from worker.ledger import merkle
@@ -83,7 +83,7 @@ def test_the_process_pool_gives_the_same_results_in_order() -> None:
         checker = LineChecker()
         firsts = []
         async with _BundleChecker(1 << 20) as pool:  # above the threshold: uses the pool
-            assert pool._pool is not None  # noqa: SLF001
+            assert pool._pool is not None
             async for first, _, part in pool.stream(source(), 0):
                 checker.absorb(part)
                 firsts.append(first)

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.unit.ledger.factories import T0, digest, fixed_key, make_body, make_candidate, to_jsonl
+from tests.unit.ledger.reference import Ledger
 from worker.errors import IntegrityError, VerificationError
 from worker.ledger import merkle
 from worker.ledger.checkpoint import parse_and_verify, sign_checkpoint
 from worker.ledger.row import IndexCandidate, LedgerRow, compute_hash, row_to_line
-from worker.ledger.state import Appended, Duplicate, Ledger
+from worker.ledger.state import Appended, Duplicate
 from worker.utc import format_utc
 
 # The writer's clock, pinned: a day after the bundles were made.
