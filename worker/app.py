@@ -3,7 +3,8 @@
 ``faust -A worker.app worker`` and ``kfm worker`` both run it. Agents are thin:
 they decode, call a plain async function from :mod:`worker.agents`, and route
 errors by family (transient: retry with backoff; integrity: dead-letter and
-report, never retried).
+report, never retried). Every message an agent refuses is dead-lettered with
+its source coordinates (:mod:`worker.agents.dead_letters`).
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from worker._internal.kafka import partition_count
+from worker.agents.dead_letters import Refusal, Source, dead_letter, refusal_of, screen
 from worker.agents.handlers import handle_commit_event, signing_key
 from worker.agents.reconciling import reconcile_tick
-from worker.agents.recording import LedgerStore, checkpoint_origin, record_batch
+from worker.agents.recording import LedgerStore, Outcome, checkpoint_origin, record_batch
 from worker.agents.rolling_back import handle_rollback_request
 from worker.agents.runtime import Runtime
 from worker.config import load_settings
@@ -125,10 +127,17 @@ async def bundler(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """One bundle (and one index candidate) per commit event."""
     async for event in stream.events():
         try:
-            await handle_commit_event(await runtime(), event.value, list(event.message.headers or []))
+            await handle_commit_event(await runtime(), event.value, _source("bundler", event))
         except Exception:  # a bug, not bad data: log it loudly, keep the stream alive
             log.exception("bundler.unexpected_error", offset=event.message.offset)
         yield None
+
+
+def _source(agent: str, event: faust.types.EventT[bytes]) -> Source:
+    m = event.message
+    headers = m.headers or []
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    return Source(agent, m.topic, m.partition, m.offset, m.key, pairs)
 
 
 @app.agent(candidates_topic)
@@ -170,24 +179,42 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         nonlocal store
         store = await open_store()
 
-    async def record(values: list[bytes]) -> None:
+    async def record(values: list[bytes]) -> list[Outcome]:
         # A stop (SIGTERM: deploy, rebalance) must not cut an append between its
         # commit point and its checkpoint: the batch runs as its own task and a
         # cancellation waits for it (the units' stop timeouts allow for this).
         task = asyncio.ensure_future(record_batch(rt, store, values, trusted))
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             log.info("ledger.stopping_after_batch", candidates=len(values))
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, timeout=_BATCH_STOP_GRACE_S)
             raise
 
-    async for values in stream.take(100, within=1.0):
+    # take_events (not take): each value with its offset, for a dead letter to point back at.
+    async for events in cast("faust.Stream[bytes]", stream).take_events(100, within=1.0):
+        # A value that is missing or too large is refused before the batch (never parsed).
+        batch: list[tuple[Source, bytes]] = []
+        for event in events:
+            source, value = _source("ledger_writer", event), event.value
+            refused = screen(value, settings.limits.max_message_bytes)
+            if refused is not None:
+                await dead_letter(rt, source, value, refused)
+            elif value is not None:
+                batch.append((source, value))
+        if not batch:
+            yield None
+            continue
         # Never skip a candidate (the ledger must not have holes): retried until it is
         # recorded; a conflict means another writer moved the head, so reload first.
-        await retry_transient(functools.partial(record, list(values)), log, "ledger.retrying_batch",
-                              retry_on=(ConflictError, TransientError), before_retry=reload_store)
+        outcomes = await retry_transient(
+            functools.partial(record, [v for _, v in batch]), log, "ledger.retrying_batch",
+            retry_on=(ConflictError, TransientError), before_retry=reload_store,
+        )
+        for (source, value), outcome in zip(batch, outcomes, strict=True):
+            if outcome.kind == "rejected" and outcome.error is not None:
+                await dead_letter(rt, source, value, refusal_of(outcome.error))
         yield None
 
 
@@ -196,12 +223,17 @@ async def rollback(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Rollback requests, in order per branch (the topic is keyed by repo/branch)."""
     rt = await runtime()
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
-    async for value in stream:
+    async for event in stream.events():
+        source = _source("rollback", event)
+
+        async def refused(refusal: Refusal, source: Source = source, value: bytes | None = event.value) -> None:
+            await dead_letter(rt, source, value, refusal)
+
         try:  # transient failures are retried; the message is not acked meanwhile
-            await retry_transient(functools.partial(handle_rollback_request, rt, value, trusted), log,
-                                  "rollback.retrying")
+            await retry_transient(functools.partial(handle_rollback_request, rt, event.value, trusted, refused),
+                                  log, "rollback.retrying")
         except Exception:  # a bug: report loudly, keep the stream alive
-            log.exception("rollback.unexpected_error")
+            log.exception("rollback.unexpected_error", offset=event.message.offset)
         yield None
 
 

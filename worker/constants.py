@@ -14,6 +14,14 @@ __all__ = [
     "CHECKPOINTS_PREFIX",
     "DSSE_PAYLOAD_TYPE",
     "EVIDENCE_PREFIX",
+    "HEADER_DEAD_LETTER_AGENT",
+    "HEADER_DEAD_LETTER_MESSAGE",
+    "HEADER_DEAD_LETTER_OFFSET",
+    "HEADER_DEAD_LETTER_PARTITION",
+    "HEADER_DEAD_LETTER_REASON",
+    "HEADER_DEAD_LETTER_SHA256",
+    "HEADER_DEAD_LETTER_SIZE",
+    "HEADER_DEAD_LETTER_TOPIC",
     "HEADER_REQUEST_ID",
     "HEADER_TRACEPARENT",
     "HOOK_TOKEN_HEADER",
@@ -43,14 +51,23 @@ TOPIC_ROLLBACK_REQUESTS: Final = "kfm.rollback.requests"
 TOPIC_ROLLBACK_RESULTS: Final = "kfm.rollback.results"
 # OpenLineage transport: RunEvents as JSON (the OpenLineage Kafka transport's shape).
 TOPIC_LINEAGE: Final = "kfm.openlineage"
-# Bundles that failed for good (integrity errors, retries exhausted).
-TOPIC_DEAD_LETTER: Final = "kfm.bundle.deadletter"
+# Every message an agent refused, and commits the bundler gave up on (docs/dead-letters.md).
+TOPIC_DEAD_LETTER: Final = "kfm.dead-letters"
 EVIDENCE_PREFIX: Final = "evidence/"
 
 # HTTP / Kafka headers.
 HOOK_TOKEN_HEADER: Final = "X-KFM-Hook-Token"  # noqa: S105 - a header name, not a secret
 HEADER_TRACEPARENT: Final = "traceparent"
 HEADER_REQUEST_ID: Final = "kfm-request-id"
+# A dead letter's headers: why it was refused, and where the message came from.
+HEADER_DEAD_LETTER_REASON: Final = "kfm-dl-reason"
+HEADER_DEAD_LETTER_MESSAGE: Final = "kfm-dl-message"
+HEADER_DEAD_LETTER_AGENT: Final = "kfm-dl-agent"
+HEADER_DEAD_LETTER_TOPIC: Final = "kfm-dl-topic"
+HEADER_DEAD_LETTER_PARTITION: Final = "kfm-dl-partition"
+HEADER_DEAD_LETTER_OFFSET: Final = "kfm-dl-offset"
+HEADER_DEAD_LETTER_SIZE: Final = "kfm-dl-size"
+HEADER_DEAD_LETTER_SHA256: Final = "kfm-dl-sha256"
 
 # Registry bucket layout (docs/spec.md, "Bucket layout").
 ARTIFACTS_PREFIX: Final = "artifacts/"

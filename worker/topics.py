@@ -18,9 +18,11 @@ from worker.constants import (
     TOPIC_ROLLBACK_RESULTS,
 )
 
-__all__ = ["EVENTS_PARTITIONS", "app_id", "ensure_all_topics", "topic_specs"]
+__all__ = ["DEAD_LETTER_HEADROOM", "EVENTS_PARTITIONS", "app_id", "ensure_all_topics", "topic_specs"]
 
 EVENTS_PARTITIONS = 4
+DEAD_LETTER_HEADROOM = 64 * 1024
+"""Bytes a dead-letter record may have beyond the message it keeps (its headers, the batch framing)."""
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -32,7 +34,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t(TOPIC_ROLLBACK_REQUESTS), EVENTS_PARTITIONS),
         TopicSpec(t(TOPIC_ROLLBACK_RESULTS), 1),
         TopicSpec(t(TOPIC_LINEAGE), 1),
-        TopicSpec(t(TOPIC_DEAD_LETTER), 1),
+        # A dead letter keeps a message of the largest accepted size, plus its headers.
+        TopicSpec(t(TOPIC_DEAD_LETTER), 1,
+                  configs={"max.message.bytes": str(settings.limits.max_message_bytes + DEAD_LETTER_HEADROOM)}),
         # Faust's leader-election topic for the app id (worker/app.py); the app
         # does not declare topics itself, so that partition counts stay ours.
         TopicSpec(f"{app_id(settings)}-__assignor-__leader", 1),

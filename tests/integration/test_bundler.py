@@ -198,7 +198,8 @@ async def test_failures_publish_no_candidate(
     start_g = await _offsets(settings, TOPIC_GOVERNANCE)
     run_kfm(env, "checkpoint", "--repo", repo, "--ref", missing)
     dead = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_DEAD_LETTER), start_d, want=1, timeout=60)
-    assert any("models/ghost.bin" in json.loads(v)["reason"] for _, v, _ in dead)
+    assert any(dict(h)["kfm-dl-reason"] == b"failed" and b"models/ghost.bin" in dict(h)["kfm-dl-message"]
+               for _, _, h in dead)
     gov = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_GOVERNANCE), start_g, want=1, timeout=10)
     failed = [json.loads(v) for _, v, _ in gov if json.loads(v)["type"] == "bundle.failed"]
     assert failed and failed[0]["lakefs_commit"] == missing and failed[0]["retryable"] is False
@@ -220,7 +221,8 @@ async def test_failures_publish_no_candidate(
     with worker_process(env2, prefix2):
         run_kfm(env2, "checkpoint", "--repo", repo2, "--ref", commit2)
         dead = await read_since(s2.kafka_bootstrap, s2.topic(TOPIC_DEAD_LETTER), start_d2, want=1, timeout=120)
-    assert dead and "retries exhausted" in json.loads(dead[0][1])["reason"]
+    assert dead and dict(dead[0][2])["kfm-dl-reason"] == b"retries_exhausted"
+    assert b"retries exhausted" in dict(dead[0][2])["kfm-dl-message"]
     assert await _candidates(s2, start_c2, want=0, timeout=3) == []
     async with open_bucket(settings) as b:
         assert await b.head(f"artifacts/{commit2}.tar.zst") is None

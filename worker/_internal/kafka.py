@@ -148,11 +148,15 @@ class Producer:
 
 
 class TopicSpec:
-    def __init__(self, name: str, partitions: int, *, exact: bool = False):
+    def __init__(
+        self, name: str, partitions: int, *, exact: bool = False, configs: dict[str, str] | None = None
+    ):
         self.name = name
         self.partitions = partitions
         # exact: the topic must have exactly this many partitions (the writer topic).
         self.exact = exact
+        # Topic-level settings, applied when the topic is created (never to an existing one).
+        self.configs = dict(configs or {})
 
 
 async def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int | None:
@@ -185,7 +189,8 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: f
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1) for s in missing]
+                    [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.configs)
+                     for s in missing]
                 )
         exact = [s.name for s in specs if s.exact]
         # A topic created a moment ago may not have its partitions in the

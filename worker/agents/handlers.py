@@ -3,7 +3,8 @@
 The retry policy lives here: a :class:`TransientError` is retried with
 exponential backoff up to ``KFM_BUNDLE_RETRIES`` times; an
 :class:`IntegrityError` (or exhausted retries) goes to the dead-letter topic
-and a governance event, and the stream moves on. Nothing is published to the
+and a governance event, and the stream moves on. An event that cannot be read
+(too large, not JSON, not a commit event) is dead-lettered before any work. Nothing is published to the
 writer topic unless the bundle, its evidence and its attestation are stored.
 
 Coverage bookkeeping (docs/coverage.md): the bundler marks a commit *seen*
@@ -27,12 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from worker.agents import markers
 from worker.agents.bundling import bundle_and_upload
 from worker.agents.candidates import candidate_of
+from worker.agents.dead_letters import Reason, Refusal, Source, dead_letter, decode_or_refuse
 from worker.agents.governance import emit
 from worker.agents.ledger_io import LedgerReader
 from worker.agents.runtime import Runtime
-from worker.canonical import canonical_bytes
-from worker.constants import TOPIC_DEAD_LETTER, TOPIC_INDEX_CANDIDATES
-from worker.errors import ConfigError, Error, IntegrityError, TransientError
+from worker.constants import TOPIC_INDEX_CANDIDATES
+from worker.errors import ConfigError, Error, TransientError
 from worker.events import CommitEvent, decode_event, event_key
 from worker.keys import load_private_key
 from worker.retry import retry_transient
@@ -54,31 +55,31 @@ def signing_key(rt: Runtime) -> Ed25519PrivateKey:
     return _load_key(rt.settings.signing_key)
 
 
-async def handle_commit_event(rt: Runtime, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
+async def handle_commit_event(rt: Runtime, value: bytes | None, source: Source) -> bool:
     """Bundle the commit; return True if an index candidate was published."""
-    try:
-        event = decode_event(value)
-    except IntegrityError as e:
-        await _dead_letter(rt, value, headers, str(e))
+    event = decode_or_refuse(value, rt.settings.limits.max_message_bytes, decode_event)
+    if isinstance(event, Refusal):
+        await dead_letter(rt, source, value, event)
         return False
+    assert value is not None  # decoded
     if not rt.settings.branch_watched(event.branch_id):
         log.info("bundle.skipped_unwatched_branch", branch_id=event.branch_id, source=event.source)
         return False
     structlog.contextvars.bind_contextvars(source=event.source)
     try:
-        return await _bundle_event(rt, event, value, headers)
+        return await _bundle_event(rt, event, value, source)
     finally:
         structlog.contextvars.unbind_contextvars("source")
 
 
-async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
+async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, source: Source) -> bool:
     if event.source == "reconcile" and await _recorded(rt, event):
         # The webhook's event (same key, same partition, ahead of this one) won the race:
         # the writer would answer a duplicate anyway, so skip the rebuild.
         log.info("bundle.skipped_recorded", commit_id=event.commit_id)
         return False
     await _best_effort("bundle.seen_marker_failed", event, markers.mark_seen(rt.bucket, event))
-    parent = context_from_headers(headers)
+    parent = context_from_headers(list(source.headers))
     key = signing_key(rt)
     try:
         published = await retry_transient(
@@ -86,11 +87,11 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: 
             retries=rt.settings.bundle_retries, commit_id=event.commit_id,
         )
     except TransientError as e:
-        await _give_up(rt, event, value, headers, f"retries exhausted: {e}", retryable=True)
+        await _give_up(rt, event, value, source, Refusal(Reason.RETRIES_EXHAUSTED, f"retries exhausted: {e}"))
         return False
     except Error as e:
         log.error("bundle.rejected", error=e.diagnostics(), commit_id=event.commit_id)
-        await _give_up(rt, event, value, headers, e.diagnostics(), retryable=False)
+        await _give_up(rt, event, value, source, Refusal(Reason.FAILED, e.diagnostics()))
         return False
     candidate = candidate_of(published, rt.settings.producer_name).to_bytes()
     # Bookkeeping that must survive cancellation: the bundle is stored, so its
@@ -106,22 +107,21 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, headers: 
     except TransientError as e:
         # The bundle is stored but the broker is gone: a retryable failure, so the
         # reconciler asks again on its next passes (the rebuild finds the same bytes).
-        await _give_up(rt, event, value, headers, f"candidate not published: {e}", retryable=True)
+        await _give_up(rt, event, value, source,
+                       Refusal(Reason.RETRIES_EXHAUSTED, f"candidate not published: {e}"))
         return False
     log.info("bundle.candidate_published", commit_id=event.commit_id, sha256=published.bundle_sha256)
     return True
 
 
-async def _give_up(
-    rt: Runtime, event: CommitEvent, value: bytes, headers: list[tuple[str, bytes]], reason: str, *,
-    retryable: bool,
-) -> None:
+async def _give_up(rt: Runtime, event: CommitEvent, value: bytes, source: Source, refusal: Refusal) -> None:
     """Record a commit's bundle as failed: the marker in the bucket first, because it is
     what the reconciler and `kfm coverage` read; then the dead letter and the governance
     event, which need Kafka (often the very thing that is down when retries run out)."""
+    reason, retryable = refusal.message, refusal.reason is Reason.RETRIES_EXHAUSTED
     await _best_effort("bundle.failed_marker_failed", event,
                        markers.mark_failed(rt.bucket, event, reason, retryable=retryable))
-    await _best_effort("bundle.dead_letter_failed", event, _dead_letter(rt, value, headers, reason))
+    await dead_letter(rt, source, value, refusal)
     await _best_effort("bundle.failed_event_failed", event,
                        emit(rt, "bundle.failed", event, reason=reason, retryable=retryable))
 
@@ -143,7 +143,3 @@ async def _best_effort(what: str, event: CommitEvent, work: Coroutine[Any, Any, 
     except Error as e:
         log.warning(what, commit_id=event.commit_id, error=e.diagnostics())
 
-
-async def _dead_letter(rt: Runtime, value: bytes, headers: list[tuple[str, bytes]], reason: str) -> None:
-    body = canonical_bytes({"reason": reason, "value": value.decode("utf-8", "replace")[:65536]})
-    await rt.producer.send(rt.settings.topic(TOPIC_DEAD_LETTER), body, headers=headers)

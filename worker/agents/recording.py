@@ -112,6 +112,8 @@ class Outcome:
     row: LedgerRow | None = None
     reason: str = ""
     same_digest: bool = True
+    # Why a rejected candidate was refused: the worker dead-letters it by this error's kind.
+    error: IntegrityError | None = None
 
 
 async def put_once(bucket: Bucket, key: str, data: bytes) -> bool:
@@ -447,17 +449,17 @@ def _apply(
     failed: IntegrityError | None, now: datetime,
 ) -> Outcome:
     if isinstance(parsed, IntegrityError):
-        return Outcome("rejected", _commit_of(value), reason=str(parsed))
+        return Outcome("rejected", _commit_of(value), reason=str(parsed), error=parsed)
     c = parsed
     commit = c.body.lakefs_commit
     # A candidate that failed verification is rejected, unless its commit already
     # has a row (then it is reported as a duplicate, as it always was).
     if failed is not None and appender.row_for(commit) is None:
-        return Outcome("rejected", commit, reason=str(failed))
+        return Outcome("rejected", commit, reason=str(failed), error=failed)
     try:
         result = appender.apply(c, now)
     except IntegrityError as e:
-        return Outcome("rejected", commit, reason=str(e))
+        return Outcome("rejected", commit, reason=str(e), error=e)
     if isinstance(result, Appended):
         return Outcome("recorded", commit, row=result.row)
     assert isinstance(result, Duplicate)
@@ -471,7 +473,7 @@ def _apply(
 def _commit_of(value: bytes) -> str:
     try:
         return str(json.loads(value)["body"]["lakefs_commit"])[:64]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # deep nesting is refused, not a crash
         return ""
 
 

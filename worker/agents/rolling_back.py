@@ -33,7 +33,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from worker._internal.lakefs import ObjectInfo
+from worker.agents.dead_letters import Reason, Refusal, decode_or_refuse, refusal_of
 from worker.agents.governance import Publisher, emit_raw
 from worker.agents.ledger_io import LedgerReader
 from worker.agents.recording import fault_point
@@ -52,7 +53,7 @@ from worker.bundle.extract import extract_bundle
 from worker.bundle.verify import verify_bundle
 from worker.canonical import canonical_bytes
 from worker.constants import EVIDENCE_PREFIX, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
-from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError
+from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger.row import LedgerRow
 from worker.rollback.outcome import (
@@ -89,12 +90,15 @@ from worker.rollback.plan import (
 )
 from worker.rollback.request import RollbackRequest, RollbackResult, decode_request, request_id_of
 
-__all__ = ["RollbackRuntime", "handle_rollback_request", "roll_back"]
+__all__ = ["Refused", "RollbackRuntime", "handle_rollback_request", "roll_back"]
 
 log = structlog.get_logger("kfm.rollback")
 tracer = trace.get_tracer("kfm.rollback")
 
 _MAX_STORED_JSON = 1 << 20
+
+Refused = Callable[[Refusal], Awaitable[None]]
+"""Told when the request message itself is refused (the worker dead-letters it)."""
 _MAX_TRACE_BYTES = 16 << 20
 
 
@@ -155,28 +159,43 @@ class _Verified:
     links: list[Link]
 
 
-async def handle_rollback_request(rt: Runtime, value: bytes, trusted: TrustedKeys) -> RollbackResult:
+async def handle_rollback_request(
+    rt: Runtime, value: bytes | None, trusted: TrustedKeys, refused: Refused | None = None
+) -> RollbackResult:
     """Handle one request message; return the final result (also published)."""
-    return await roll_back(rt, LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name), trusted, value)
+    ledger = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name)
+    return await roll_back(rt, ledger, trusted, value, refused=refused)
 
 
-async def roll_back(rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys, value: bytes) -> RollbackResult:
-    """:func:`handle_rollback_request` on any runtime and ledger with the narrow interfaces above."""
-    try:
-        req = decode_request(value)
-    except IntegrityError as e:
-        result = RollbackResult(request_id=request_id_of(value), status="rejected", final=True, reason=str(e))
+async def roll_back(
+    rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys, value: bytes | None, *,
+    refused: Refused | None = None,
+) -> RollbackResult:
+    """:func:`handle_rollback_request` on any runtime and ledger with the narrow interfaces above.
+
+    A message that is not a request (or names a bundle that does not verify) is
+    answered ``rejected`` under the request id it carries, as far as it can be
+    read, and reported to ``refused``.
+    """
+    req = decode_or_refuse(value, rt.settings.limits.max_message_bytes, decode_request)
+    if isinstance(req, Refusal):
+        # The id is read back only from JSON that parsed (so never from an oversized value).
+        readable = req.reason in (Reason.WRONG_TYPE, Reason.INVALID)
+        rid = request_id_of(value) if readable and value is not None else "unknown"
+        result = RollbackResult(request_id=rid, status="rejected", final=True, reason=req.message)
         await _publish(rt, result)
+        if refused is not None:
+            await refused(req)
         return result
     structlog.contextvars.bind_contextvars(request_id=req.request_id, commit_id=req.commit)
     try:
-        return await _handle(rt, ledger, trusted, req)
+        return await _handle(rt, ledger, trusted, req, refused)
     finally:
         structlog.contextvars.unbind_contextvars("request_id", "commit_id", "trace_id")
 
 
 async def _handle(
-    rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys, req: RollbackRequest
+    rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys, req: RollbackRequest, refused: Refused | None,
 ) -> RollbackResult:
     stored = await _stored_result(rt, req)
     if stored is not None:  # idempotency: a request id that has a result is answered with it
@@ -186,7 +205,7 @@ async def _handle(
     await _publish(rt, answer(req, "accepted"))
     work = Path(tempfile.mkdtemp(prefix=f"rollback-{req.request_id[:12]}-", dir=rt.work_dir))
     try:
-        outcome = await _run(rt, ledger, trusted, req, work)
+        outcome = await _run(rt, ledger, trusted, req, work, refused=refused)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _log_outcome(outcome)
@@ -199,10 +218,14 @@ async def _handle(
 
 
 async def _run(rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys, req: RollbackRequest,
-               work: Path) -> Outcome:
+               work: Path, *, refused: Refused | None) -> Outcome:
     try:
         verified = await _verify(rt, ledger, trusted, req, work)  # 1
     except IntegrityError as e:
+        # A bundle or reference that does not verify is the request's fault (dead-lettered);
+        # a commit without a row yet is an answer, not a bad message.
+        if isinstance(e, VerificationError) and refused is not None:
+            await refused(refusal_of(e))
         return Rejected(str(e))
     await _publish(rt, answer(req, "verified", detail={
         "seq": verified.row.seq, "artifact_sha256": verified.row.checksums.artifact_sha256,
