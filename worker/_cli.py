@@ -317,7 +317,7 @@ def _reader(rt: Runtime, args: argparse.Namespace, settings: Settings, *, keys: 
     from worker.agents.ledger_io import LedgerReader
 
     trusted = _trusted_keys(args, settings) if keys else None
-    return LedgerReader(rt.bucket, trusted, settings.checkpoint_name)
+    return LedgerReader(rt.bucket, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
 
 
 def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -382,7 +382,7 @@ def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def _ledger_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from worker.agents.handlers import signing_key
-    from worker.agents.ledger_io import checkpoint_origin
+    from worker.agents.ledger_io import checkpoint_origin, checkpoint_signer
     from worker.agents.recording import migrate_legacy
     from worker.constants import LEDGER_HEAD_KEY
 
@@ -391,7 +391,8 @@ def _ledger_migrate(args: argparse.Namespace, settings: Settings) -> int:
             print("the ledger is already in the tiled layout; nothing to do")
             return 0
         origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
-        n = await migrate_legacy(rt.bucket, origin, signing_key(rt), settings.checkpoint_name)
+        signer = checkpoint_signer(settings.checkpoint_key_name, origin)
+        n = await migrate_legacy(rt.bucket, origin, signing_key(rt), signer)
         print(f"migrated {n} rows to the tiled layout (row bytes and roots unchanged)")
         return 0
 

@@ -23,6 +23,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from worker._internal.kafka import partition_count
 from worker.agents.dead_letters import Refusal, Source, dead_letter, refusal_of, screen
 from worker.agents.handlers import handle_commit_event, signing_key
+from worker.agents.ledger_io import checkpoint_key_names, checkpoint_signer
 from worker.agents.reconciling import reconcile_tick
 from worker.agents.recording import LedgerStore, Outcome, checkpoint_origin, record_batch
 from worker.agents.rolling_back import handle_rollback_request
@@ -162,10 +163,12 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         return
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
     origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
+    signer = checkpoint_signer(settings.checkpoint_key_name, origin)
+    accepted = checkpoint_key_names(settings.checkpoint_name, origin, settings.checkpoint_key_names)
 
     async def open_store() -> LedgerStore:
         store, state = await retry_transient(
-            lambda: LedgerStore.open(rt.bucket, origin, key, settings.checkpoint_name, trusted),
+            lambda: LedgerStore.open(rt.bucket, origin, key, signer, trusted, accepted=accepted),
             log, "ledger.open_retrying",
         )
         # Only a head whose objects were missing means a writer died mid-append.

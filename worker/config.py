@@ -69,7 +69,13 @@ class Settings:
     builder_id: str = "https://kfm.local/rollback-registry/worker"
     producer_name: str = "kfm-worker"
     bundle_retries: int = 3
+    # Checkpoints: origin ``<checkpoint_name>/<bucket>``, signed under checkpoint_key_name
+    # (empty: the origin, as the checkpoint format recommends); verified under that name,
+    # under checkpoint_name (the key name of checkpoints signed before) and under
+    # checkpoint_trusted_names.
     checkpoint_name: str = "kfm-rollback-registry"
+    checkpoint_key_name: str = ""
+    checkpoint_trusted_names: str = ""
     otel_exporter: str = "none"
     # How long the group waits for a silent worker before moving its partitions.
     kafka_session_timeout_s: float = 30.0
@@ -88,6 +94,9 @@ class Settings:
     """``KFM_RECONCILE_SINCE`` as a UTC instant, or None when unset."""
     snapshot_rules: SnapshotRules = field(init=False, repr=False, compare=False)
     """``KFM_STAC_PREFIXES``, ``KFM_CONFIG_GLOBS`` and ``KFM_MODEL_MANIFEST`` together."""
+    checkpoint_key_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """``KFM_CHECKPOINT_KEY_NAME`` (if set) and ``KFM_CHECKPOINT_TRUSTED_NAMES``: the key names a
+    checkpoint may be signed under besides the origin and ``KFM_CHECKPOINT_NAME``."""
 
     def __post_init__(self) -> None:
         """Parse the comma-separated settings.
@@ -101,6 +110,7 @@ class Settings:
             "reconcile_horizon": parse_since(self.reconcile_since, "KFM_RECONCILE_SINCE")
             if self.reconcile_since else None,
             "snapshot_rules": SnapshotRules(_split(self.stac_prefixes), _split(self.config_globs), self.model_manifest),
+            "checkpoint_key_names": _key_names(self.checkpoint_key_name, self.checkpoint_trusted_names),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
@@ -137,6 +147,20 @@ class Settings:
 def _split(raw: str) -> tuple[str, ...]:
     """A comma-separated setting's entries, blanks dropped."""
     return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _key_names(key_name: str, trusted_names: str) -> tuple[str, ...]:
+    """The checkpoint key names that are set, checked as signed notes require (no space, no '+').
+
+    Raises:
+        ConfigError: naming the variable and the bad name.
+    """
+    named = [("KFM_CHECKPOINT_KEY_NAME", key_name.strip())] if key_name.strip() else []
+    named += [("KFM_CHECKPOINT_TRUSTED_NAMES", n) for n in _split(trusted_names)]
+    for var, name in named:
+        if "+" in name or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+            raise ConfigError(f"{var}: key name {name!r} must not contain spaces, '+' or control characters")
+    return tuple(dict.fromkeys(name for _, name in named))
 
 
 def _coerce(name: str, raw: str, kind: Any) -> Any:

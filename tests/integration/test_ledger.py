@@ -31,7 +31,7 @@ from worker._internal.s3 import open_bucket
 from worker.agents.ledger_io import checkpoint_key, checkpoint_origin, commit_key
 from worker.agents.recording import parquet_key
 from worker.config import Settings
-from worker.constants import HOOK_TOKEN_HEADER, LEDGER_HEAD_KEY, META_PREFIX
+from worker.constants import HOOK_TOKEN_HEADER, LEDGER_CHECKPOINT_KEY, LEDGER_HEAD_KEY, META_PREFIX
 from worker.keys import load_private_key
 from worker.ledger import merkle
 from worker.ledger.chain import verify_jsonl
@@ -113,6 +113,12 @@ async def test_fifty_commits_delivered_three_times_give_fifty_rows(
     verify_jsonl(await _jsonl(settings))
     out = run_kfm(env, "ledger", "verify")
     assert out.stdout.startswith("OK: 50 rows"), out.stdout
+    # The writer signs under the origin as its key name (the checkpoint format's SHOULD).
+    async with open_bucket(settings) as b:
+        note = (await b.get(LEDGER_CHECKPOINT_KEY, 1 << 16))[0].decode()
+    origin, signature = note.split("\n", 1)[0], note.rsplit("\n\n", 1)[1]
+    assert origin == checkpoint_origin(settings.checkpoint_name, settings.s3_bucket)
+    assert signature.split(" ")[1] == origin
 
 
 async def _head(settings: Settings) -> Head:

@@ -76,6 +76,8 @@ async def test_migrate_keeps_rows_roots_and_old_checkpoints(legacy_env: dict[str
         assert await b.head(INDEX_PARQUET_KEY) is None  # replaced by the per-bundle dataset
         for size in OLD_SIZES[:-1]:
             note, _ = await b.get(checkpoint_key(size), 1 << 16)
+            # Signed under the key name of earlier versions, not the origin: they verify all the same.
+            assert note.decode().rsplit("\n\n", 1)[1].split(" ")[1] == settings.checkpoint_name
             (tmp_path / f"{size}.note").write_bytes(note)
     # Consistency proofs from each old checkpoint to the new tree.
     for size in OLD_SIZES[:-1]:

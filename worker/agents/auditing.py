@@ -77,7 +77,7 @@ async def _archived(reader: LedgerReader, trusted: TrustedKeys, after: int, size
         async with sem:
             note, _ = await reader.bucket.get(key, MAX_NOTE_BYTES)
         try:
-            cp = verify_note(note, reader.checkpoint_name, trusted, reader.origin)
+            cp = verify_note(note, reader.key_names, trusted, reader.origin)
         except VerificationError as e:
             raise VerificationError(f"checkpoint {key}: {e}") from e
         if key != checkpoint_key(cp.size):
@@ -208,7 +208,7 @@ async def verify_registry(
        agree with the rows (one read per row: not for monitors).
     """
     started = time.perf_counter()
-    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name)
+    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name, rt.settings.checkpoint_key_names)
     cp, _ = await reader.checkpoint()  # 1
     report = VerifyReport(derived=derived)
     start, edge, checker = 0, TreeEdge(), LineChecker()
@@ -273,7 +273,7 @@ async def _continue_from(
     reader: LedgerReader, trusted: TrustedKeys, note: bytes, cp: Checkpoint
 ) -> tuple[int, TreeEdge, LineChecker, list[str]]:
     """Start from a checkpoint the caller trusts: prove the tree still extends it."""
-    old = verify_note(note, reader.checkpoint_name, trusted, reader.origin)
+    old = verify_note(note, reader.key_names, trusted, reader.origin)
     if old.size > cp.size:
         raise VerificationError(
             f"the trusted checkpoint has {old.size} rows but the ledger's latest has {cp.size}: rows were removed"
@@ -387,7 +387,7 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
     for row, and root for root at every archived checkpoint.
     """
     started = time.perf_counter()
-    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name)
+    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name, rt.settings.checkpoint_key_names)
     cp, _ = await reader.checkpoint()
     archived = await _archived(reader, trusted, 0, cp.size)
     canonical = _Canonical(reader, cp.size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ from worker.ledger.tiles import (
 __all__ = [
     "LedgerReader",
     "checkpoint_key",
+    "checkpoint_key_names",
     "checkpoint_origin",
+    "checkpoint_signer",
     "commit_key",
     "export_jsonl",
     "verify_note",
@@ -57,6 +59,18 @@ def checkpoint_origin(checkpoint_name: str, bucket: str) -> str:
     return f"{checkpoint_name}/{bucket}"
 
 
+def checkpoint_key_names(checkpoint_name: str, origin: str, key_names: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every key name a checkpoint of ``origin`` may be signed under: the origin, the
+    configured names, and ``KFM_CHECKPOINT_NAME`` (the key name before it became the origin)."""
+    return tuple(dict.fromkeys((origin, *key_names, checkpoint_name)))
+
+
+def checkpoint_signer(key_name: str, origin: str) -> str:
+    """The key name new checkpoints are signed under: ``KFM_CHECKPOINT_KEY_NAME``, else the
+    origin (the checkpoint format says the key name SHOULD be the origin)."""
+    return key_name.strip() or origin
+
+
 def checkpoint_key(size: int) -> str:
     """Where the checkpoint of one tree size is archived (zero-padded: listings sort by size)."""
     return f"{CHECKPOINTS_PREFIX}{size:012d}.note"
@@ -67,18 +81,22 @@ def commit_key(commit: str) -> str:
     return f"{LEDGER_COMMITS_PREFIX}{commit}"
 
 
-def verify_note(note: bytes, name: str, trusted: TrustedKeys, origin: str) -> Checkpoint:
-    """A checkpoint note verified by any trusted key.
+def verify_note(note: bytes, names: str | Sequence[str], trusted: TrustedKeys, origin: str) -> Checkpoint:
+    """A checkpoint note verified by any trusted key under any of the accepted key ``names``.
+
+    Why several names: checkpoints signed before the key name became the
+    origin carry the old name, and must keep verifying with the same key.
 
     Raises:
         VerificationError: no trusted key verifies it, or another origin.
     """
     errors: list[str] = []
-    for pub in trusted.values():
-        try:
-            return parse_and_verify(note, name, pub, origin)
-        except VerificationError as e:
-            errors.append(str(e))
+    for name in (names,) if isinstance(names, str) else tuple(dict.fromkeys(names)):
+        for pub in trusted.values():
+            try:
+                return parse_and_verify(note, name, pub, origin)
+            except VerificationError as e:
+                errors.append(str(e))
     raise VerificationError(f"checkpoint is not signed by a trusted key ({'; '.join(errors)[:300]})")
 
 
@@ -88,16 +106,21 @@ class LedgerReader:
     Args:
         bucket: the registry bucket.
         trusted: keys that may sign checkpoints (needed for checkpoints and proofs).
-        checkpoint_name: the signing key's name in checkpoints (``KFM_CHECKPOINT_NAME``).
+        checkpoint_name: ``KFM_CHECKPOINT_NAME``, the origin's first part; also the key
+            name checkpoints were signed under before the key name became the origin.
+        key_names: further key names a checkpoint may be signed under
+            (``Settings.checkpoint_key_names``).
     """
 
     def __init__(
-        self, bucket: Bucket, trusted: TrustedKeys | None = None, checkpoint_name: str = ""
+        self, bucket: Bucket, trusted: TrustedKeys | None = None, checkpoint_name: str = "",
+        key_names: Sequence[str] = (),
     ) -> None:
         self.bucket = bucket
         self.trusted = trusted
         self.checkpoint_name = checkpoint_name
         self.origin = checkpoint_origin(checkpoint_name, bucket.name)
+        self.key_names = checkpoint_key_names(checkpoint_name, self.origin, key_names)
         self._layout_checked = False
 
     async def row_for(self, commit: str) -> LedgerRow | None:
@@ -141,7 +164,7 @@ class LedgerReader:
         note = await self.note()
         if note is None:
             return Checkpoint(origin=self.origin, size=0, root=merkle.EMPTY_ROOT), b""
-        return verify_note(note, self.checkpoint_name, self._trusted(), self.origin), note
+        return verify_note(note, self.key_names, self._trusted(), self.origin), note
 
     async def size(self) -> int:
         """Rows covered by the latest published checkpoint."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -166,8 +166,13 @@ class LedgerStore:
     @classmethod
     async def open(
         cls, bucket: Bucket, origin: str, key: Ed25519PrivateKey, key_name: str, trusted: TrustedKeys,
+        *, accepted: Sequence[str] = (),
     ) -> tuple[LedgerStore, str]:
         """Load the tip and finish whatever the last head left unpublished.
+
+        New checkpoints are signed under ``key_name``; the stored head's may
+        carry ``key_name`` or any ``accepted`` name (one signed before the key
+        name changed).
 
         Returns the store and how it was found: ``empty`` (a new registry),
         ``clean``, ``finished_after_crash`` (objects of the last head were
@@ -189,7 +194,7 @@ class LedgerStore:
         head = Head.from_bytes(data)
         base = await load_tip(bucket, head.start)
         tip, objects, rows = _replay_head(base, head)
-        cp = verify_note(head.note, key_name, trusted, origin)
+        cp = verify_note(head.note, (key_name, *accepted), trusted, origin)
         if cp.size != tip.size or cp.root != tip.root():
             raise VerificationError(
                 f"ledger head: its checkpoint (size {cp.size}) does not match the tree its rows make"

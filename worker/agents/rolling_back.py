@@ -163,7 +163,7 @@ async def handle_rollback_request(
     rt: Runtime, value: bytes | None, trusted: TrustedKeys, refused: Refused | None = None
 ) -> RollbackResult:
     """Handle one request message; return the final result (also published)."""
-    ledger = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name)
+    ledger = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name, rt.settings.checkpoint_key_names)
     return await roll_back(rt, ledger, trusted, value, refused=refused)
 
 
