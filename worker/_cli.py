@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from worker.agents.ledger_io import LedgerReader
     from worker.agents.runtime import Runtime
+    from worker.agents.verifying import CheckedBundle
     from worker.keys import TrustedKeys
 
 __all__ = ["main"]
@@ -241,54 +242,102 @@ def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    """Offline verification: zstd frame, member digests, subject digest, DSSE signature."""
-    from worker.bundle.verify import verify_bundle
-    from worker.errors import VerificationError
-
-    trusted = _trusted_keys(args, settings)
-    with tempfile.TemporaryDirectory(prefix="kfm-verify-") as tmp:
-        try:
-            bundle, envelope = _run_pair(_fetch_bundle(settings, args.bundle, args.attestation, Path(tmp)))
-        except OSError as e:
-            print(f"FAIL: cannot read {e.filename}: {e.strerror}")
-            return 1
-        try:
-            v = verify_bundle(bundle, envelope, trusted)
-        except VerificationError as e:
-            print(f"FAIL: {e}")
-            return 1
+    """Verify a bundle as the rollback agent does (see :mod:`worker.agents.verifying`)."""
+    checked = _check_bundle(args, settings, None)
+    if checked is None:
+        return 1
+    v = checked.bundle
     print(f"OK: bundle {args.bundle} sha256 {v.sha256} commit {v.manifest.lakefs_commit} "
-          f"members {len(v.manifest.members)} signed by key {v.key_id}")
+          f"members {len(v.manifest.members)} signed by key {v.key_id}; {_registry_note(checked)}")
     return 0
 
 
-def _run_pair(coro: Coroutine[Any, Any, tuple[Path, bytes]]) -> tuple[Path, bytes]:
-    return asyncio.run(coro)
+def _registry_note(checked: CheckedBundle) -> str:
+    if checked.proof is None:
+        return "ledger not checked (--offline)"
+    p = checked.proof
+    return (f"ledger row {p.row.seq} records it, included in the signed checkpoint of size {p.tree_size} "
+            f"(root {p.root})")
+
+
+def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None) -> CheckedBundle | None:
+    """Fetch, verify (and with ``to``, extract) the bundle ``args`` name; None after printing ``FAIL: ...``.
+
+    Why one function for verify and restore: both must refuse exactly what
+    the rollback agent refuses, with the configured limits.
+    """
+    from worker._internal.s3 import open_bucket
+    from worker.agents.ledger_io import LedgerReader
+    from worker.agents.verifying import check_bundle
+    from worker.bundle.binding import bound_commit
+    from worker.bundle.extract import extract_bundle
+    from worker.errors import IntegrityError
+
+    trusted = _trusted_keys(args, settings)
+    limits = settings.limits
+
+    async def go(tmp: Path) -> CheckedBundle:
+        commit = bound_commit(args.commit, args.bundle)
+        bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp)
+        if args.offline:
+            checked = await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=None)
+        else:
+            async with open_bucket(settings) as registry:
+                ledger = LedgerReader(registry, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
+                checked = await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=ledger)
+        if to is not None:
+            await asyncio.to_thread(extract_bundle, bundle, to, limits, expected_sha256=checked.bundle.sha256)
+        return checked
+
+    with tempfile.TemporaryDirectory(prefix="kfm-verify-") as tmp:
+        try:
+            return asyncio.run(go(Path(tmp)))
+        except OSError as e:
+            print(f"FAIL: cannot read {e.filename}: {e.strerror}" if e.filename else f"FAIL: {e}")
+        except IntegrityError as e:
+            print(f"FAIL: {e.diagnostics()}")
+    return None
 
 
 async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Path) -> tuple[Path, bytes]:
-    """A local path, or an s3:// URI in the registry bucket (downloaded, streamed)."""
+    """A local path, or an s3:// URI (downloaded, streamed); each read within the configured limits."""
     from worker._internal.s3 import open_bucket
     from worker.constants import ATTESTATIONS_PREFIX
     from worker.ids import split_s3_uri
 
+    limits = settings.limits
     if not bundle.startswith("s3://"):
         path = Path(bundle)
         att = Path(attestation) if attestation else path.with_name(path.name.replace(".tar.zst", ".intoto.json"))
-        return path, await asyncio.to_thread(att.read_bytes)
-    bucket_name, key = split_s3_uri(bundle)
+        return path, await asyncio.to_thread(_read_at_most, att, limits.max_envelope_bytes)
+    bucket_name, key = _split(split_s3_uri, bundle)
     commit = key.rsplit("/", 1)[-1].removesuffix(".tar.zst")
     async with open_bucket(settings, bucket_name) as b:
         local = tmp / "bundle.tar.zst"
-        await b.download(key, local, settings.limits.max_bundle_bytes)
+        await b.download(key, local, limits.max_bundle_bytes)
         if attestation and attestation.startswith("s3://"):
-            _, att_key = split_s3_uri(attestation)
-            envelope, _ = await b.get(att_key, settings.limits.max_envelope_bytes)
+            _, att_key = _split(split_s3_uri, attestation)
+            envelope, _ = await b.get(att_key, limits.max_envelope_bytes)
         elif attestation:
-            envelope = await asyncio.to_thread(Path(attestation).read_bytes)
+            envelope = await asyncio.to_thread(_read_at_most, Path(attestation), limits.max_envelope_bytes)
         else:
-            envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", settings.limits.max_envelope_bytes)
+            envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", limits.max_envelope_bytes)
     return local, envelope
+
+
+def _split(split: Callable[[str], tuple[str, str]], uri: str) -> tuple[str, str]:
+    from worker.errors import IntegrityError
+
+    try:
+        return split(uri)
+    except ValueError as e:
+        raise IntegrityError(str(e)) from e
+
+
+def _read_at_most(path: Path, max_bytes: int) -> bytes:
+    """A local file's bytes; one byte over ``max_bytes`` is read, so the verifier refuses it by size."""
+    with path.open("rb") as f:
+        return f.read(max_bytes + 1)
 
 
 def _trusted_keys(args: argparse.Namespace, settings: Settings) -> TrustedKeys:
@@ -491,27 +540,13 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
-    """Verify, then extract a bundle offline into a directory (air-gapped recovery)."""
-    from worker.bundle.extract import extract_bundle
-    from worker.bundle.verify import verify_bundle
-    from worker.errors import VerificationError
-
-    trusted = _trusted_keys(args, settings)
-    limits = settings.limits
-    with tempfile.TemporaryDirectory(prefix="kfm-restore-") as tmp:
-        try:
-            bundle, envelope = _run_pair(_fetch_bundle(settings, args.bundle, args.attestation, Path(tmp)))
-        except OSError as e:
-            print(f"FAIL: cannot read {e.filename}: {e.strerror}")
-            return 1
-        try:
-            v = verify_bundle(bundle, envelope, trusted, limits)
-            out = extract_bundle(bundle, Path(args.to), limits, expected_sha256=v.sha256)
-        except VerificationError as e:
-            print(f"FAIL: {e}")
-            return 1
+    """Verify as `kfm verify` does, then extract into a directory (air-gapped recovery)."""
+    checked = _check_bundle(args, settings, Path(args.to))
+    if checked is None:
+        return 1
+    v = checked.bundle
     print(f"OK: verified bundle of commit {v.manifest.lakefs_commit} ({v.sha256}); "
-          f"{len(out.files)} members extracted to {args.to}")
+          f"{len(v.manifest.members)} members extracted to {args.to}; {_registry_note(checked)}")
     return 0
 
 
@@ -542,6 +577,17 @@ def _add_key_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key", action="append", help="trusted public key (PEM); repeatable (default KFM_TRUSTED_KEYS_DIR)"
     )
+
+
+def _add_verify_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every verb that verifies a bundle for use (verify, restore)."""
+    parser.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
+    parser.add_argument(
+        "--commit", help="the commit the bundle must be for (default: the one its name <commit>.tar.zst names, if any)")
+    parser.add_argument(
+        "--offline", action="store_true",
+        help="skip the ledger (air-gapped): do not check that the registry recorded this bundle")
+    _add_key_option(parser)
 
 
 def _add_hooks_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -599,10 +645,10 @@ def _add_bundle_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     bb.add_argument("--out", required=True, help="output .tar.zst path")
     bb.set_defaults(handler=_bundle_build)
 
-    ver = sub.add_parser("verify", help="verify a bundle offline; exits non-zero naming what failed")
+    ver = sub.add_parser(
+        "verify", help="verify a bundle and that the ledger records it (as a rollback does); exit 1 naming what failed")
     ver.add_argument("bundle", help="the .tar.zst file, or its s3:// URI in the registry")
-    ver.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
-    _add_key_option(ver)
+    _add_verify_options(ver)
     ver.set_defaults(handler=_verify)
 
 
@@ -663,11 +709,10 @@ def _add_rollback_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> N
     rb.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     rb.set_defaults(handler=_rollback)
 
-    rs = sub.add_parser("restore", help="verify and extract a bundle offline")
+    rs = sub.add_parser("restore", help="verify a bundle as `kfm verify` does, then extract it into a directory")
     rs.add_argument("--bundle", required=True, help="bundle file or s3:// URI")
     rs.add_argument("--to", required=True, help="empty or missing directory to extract into")
-    rs.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
-    _add_key_option(rs)
+    _add_verify_options(rs)
     rs.set_defaults(handler=_restore)
 
 

@@ -36,6 +36,7 @@ from worker.bundle.manifest import BundleManifest, BundleMember
 from worker.bundle.tarzst import write_bundle
 from worker.bundle.verify import verify_bundle
 from worker.keys import TrustedKeys
+from worker.limits import DEFAULT_LIMITS
 
 
 def make_files(root: Path, total_mib: int) -> dict[str, Path]:
@@ -112,7 +113,7 @@ def main() -> int:
                                started_on=datetime(2026, 1, 1, tzinfo=UTC), finished_on=datetime(2026, 1, 1, tzinfo=UTC))
         env = sign_statement(stmt, key)
         trusted = TrustedKeys([key.public_key()])
-        t_ver, m_ver = timed(lambda: verify_bundle(ours_out, env, trusted), args.repeat)
+        t_ver, m_ver = timed(lambda: verify_bundle(ours_out, env, trusted, DEFAULT_LIMITS), args.repeat)
 
         def base_read() -> None:
             with base_out.open("rb") as f:

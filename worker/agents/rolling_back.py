@@ -5,11 +5,13 @@ The I/O around :mod:`worker.rollback.plan` (what to do) and
 docs/rollback.md, which the code refers to:
 
 1. Verify before touching anything: a ledger row exists for the commit; the
-   bundle is the recorded one and its SHA-256 matches the row; the DSSE
-   signature is by a trusted key and the attestation subject is this bundle;
-   every member matches the manifest; the row's inclusion proof checks against
-   the latest signed checkpoint. Any failure rejects the request; nothing is
-   restored.
+   bundle is the recorded one and its SHA-256 matches the row; then the
+   verification ``kfm verify`` makes (:mod:`worker.agents.verifying`): the
+   DSSE signature is by a trusted key and the attestation subject is this
+   bundle; manifest and attestation name the commit; every member matches the
+   manifest within the configured limits; the row's inclusion proof checks
+   against the latest signed checkpoint. Any failure rejects the request;
+   nothing is restored.
 2. Plan: the lakeFS ref movement and the files that differ from the commit.
    A dry run stops here.
 3. Claim: ``rollbacks/<request>/claim.json`` records the branch head before
@@ -49,8 +51,8 @@ from worker.agents.governance import Publisher, emit_raw
 from worker.agents.ledger_io import LedgerReader
 from worker.agents.recording import fault_point
 from worker.agents.runtime import Runtime
+from worker.agents.verifying import LedgerPort, check_bundle
 from worker.bundle.extract import extract_bundle
-from worker.bundle.verify import verify_bundle
 from worker.canonical import canonical_bytes
 from worker.constants import EVIDENCE_PREFIX, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
 from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError, VerificationError
@@ -76,7 +78,6 @@ from worker.rollback.plan import (
     S3Target,
     Target,
     check_bundle_digest,
-    check_subject,
     locate_bundle,
     make_plan,
     member_targets,
@@ -129,13 +130,6 @@ class BucketPort(Protocol):
     async def head(self, key: str) -> object | None: ...
     async def download(self, key: str, dest: Path, max_bytes: int) -> tuple[int, str]: ...
     async def upload_file(self, key: str, path: Path, *, overwrite: bool = False) -> str: ...
-
-
-class LedgerPort(Protocol):
-    """The ledger reads a rollback makes (:class:`worker.agents.ledger_io.LedgerReader`)."""
-
-    async def row_for(self, commit: str) -> LedgerRow | None: ...
-    async def prove(self, commit: str) -> object: ...
 
 
 class RollbackRuntime(Publisher, Protocol):
@@ -295,13 +289,11 @@ async def _verify(rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys,
     limits = rt.settings.limits
     bundle = work / "bundle.tar.zst"
     _, digest = await rt.bucket.download(recorded.bundle_key, bundle, limits.max_bundle_bytes)
-    check_bundle_digest(digest, row)
+    check_bundle_digest(digest, row)  # the cheap refusal first: no parsing of a bundle not recorded
     envelope, _ = await rt.bucket.get(recorded.envelope_key, limits.max_envelope_bytes)
-    # Hashing and decompressing a large bundle is CPU and disk work: off the loop,
-    # so Kafka heartbeats and other agents keep running meanwhile.
-    verified = await asyncio.to_thread(verify_bundle, bundle, envelope, trusted, limits, expected_commit=req.commit)
-    check_subject(verified.sha256, row)
-    await ledger.prove(req.commit)  # inclusion proof against the signed checkpoint
+    # The same verification as kfm verify and kfm restore: limits, binding to
+    # the commit, the row's digest and its inclusion proof.
+    await check_bundle(bundle, envelope, trusted, limits, commit=req.commit, ledger=ledger)
     extracted = await asyncio.to_thread(
         extract_bundle, bundle, work / "x", limits, expected_sha256=row.checksums.artifact_sha256
     )

@@ -35,7 +35,11 @@ from worker.limits import MAX_PAX_HEADER_BYTES, Limits
 __all__ = ["DiscardSink", "MemberSink", "ReadResult", "hash_stream", "read_bundle"]
 
 _BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE  # archives end padded to a whole record
 _ZERO_BLOCK = bytes(_BLOCK)
+# The pax records of one entry other than its path: "size" (>= 8 GiB), and the
+# times, ids and names other writers add, each well under 100 bytes.
+_PAX_RECORDS_BESIDES_PATH = 1024
 # Records other writers add that carry no meaning for a regular file. Anything
 # else (GNU.sparse.*, linkpath, hdrcharset, vendor keys) changes how the entry
 # would be read, so it is refused.
@@ -221,17 +225,43 @@ class _Header:
     offset: int
 
 
+def _padded(n: int) -> int:
+    return n + -n % _BLOCK
+
+
+def _entry_bound(m: BundleMember) -> int:
+    """The most tar bytes one declared member may take: a pax header and its
+    records, the ustar header, and the data padded to a block."""
+    pax = _padded(len(m.path.encode("utf-8")) + 32 + _PAX_RECORDS_BESIDES_PATH)
+    return _BLOCK + pax + _BLOCK + _padded(m.size)
+
+
 class _TarReader:
     def __init__(self, stream: BinaryIO, max_bytes: int, at_eof: Callable[[], None]) -> None:
         self._s = stream
         self._max = max_bytes
+        self._why = f"larger than {max_bytes} bytes"
         self._at_eof = at_eof  # reports a cut zstd frame before a cut tar
         self.offset = 0
+
+    def bound_to(self, manifest: BundleManifest) -> None:
+        """From here on, read no more than the manifest's members can take.
+
+        Why: the limits allow tens of GiB, and a few MiB of zstd expand to
+        that much; once the manifest is known the work is bounded by what it
+        declares instead (members, their headers, the end-of-archive marker
+        and its padding to a record).
+        """
+        declared = self.offset + sum(_entry_bound(m) for m in manifest.members) + 2 * _BLOCK
+        declared += -declared % _RECORD
+        if declared < self._max:
+            self._max = declared
+            self._why = f"larger than the {declared} bytes its manifest declares"
 
     def _account(self, n: int) -> None:
         self.offset += n
         if self.offset > self._max:
-            raise VerificationError(f"tar: decompressed stream larger than {self._max} bytes")
+            raise VerificationError(f"tar: decompressed stream {self._why}")
 
     def read_some(self, n: int) -> bytes:
         data = self._s.read(n)
@@ -291,15 +321,26 @@ class _TarReader:
             return _Header(name=name, type=info.type, size=size, offset=start)
 
     def expect_end(self) -> None:
-        """After the end-of-archive blocks only zero padding may follow."""
+        """After the end-of-archive blocks only zero padding to the end of the record may follow.
+
+        Why stop there: anything longer is not padding, and reading it all
+        before refusing it would let a small bundle keep us busy for
+        gigabytes.
+        """
+        end = self.offset + -self.offset % _RECORD
         while True:
-            data = self._s.read(CHUNK_SIZE)
+            data = self._s.read(min(CHUNK_SIZE, end - self.offset + 1))
             if not data:
                 self._at_eof()
                 return
-            self._account(len(data))
             if data.count(0) != len(data):
                 raise VerificationError("tar: data after the end-of-archive marker")
+            self.offset += len(data)
+            if self.offset > end:
+                raise VerificationError(
+                    "tar: zero padding after the end-of-archive marker runs past"
+                    f" its {_RECORD}-byte record"
+                )
 
 
 def _parse_pax(data: bytes, offset: int) -> dict[str, str]:
@@ -378,6 +419,7 @@ def _read_manifest(tar: _TarReader, limits: Limits) -> BundleManifest:
             f"{MANIFEST_NAME}: total size {manifest.total_size} exceeds"
             f" max_total_bytes {limits.max_total_bytes}"
         )
+    tar.bound_to(manifest)
     return manifest
 
 

@@ -26,7 +26,7 @@ from worker.bundle._reader import hash_stream, read_bundle
 from worker.bundle.manifest import BundleManifest, BundleMember, show_path
 from worker.bundle.tarzst import CHUNK_SIZE
 from worker.errors import VerificationError
-from worker.limits import DEFAULT_LIMITS, Limits
+from worker.limits import Limits
 
 __all__ = ["ExtractedBundle", "extract_bundle"]
 
@@ -106,7 +106,7 @@ def _recheck(root: Path, manifest: BundleManifest) -> None:
 def extract_bundle(
     bundle_path: Path,
     dest_dir: Path,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits,
     *,
     expected_sha256: str | None = None,
 ) -> ExtractedBundle:
@@ -117,7 +117,8 @@ def extract_bundle(
         dest_dir: must not exist, or be an empty directory; its parent must
             exist (the temporary directory is created there so the final
             rename stays on one filesystem).
-        limits: bounds on everything read.
+        limits: bounds on everything read (``Settings.limits``; no default,
+            so extraction obeys the same numbers as verification).
         expected_sha256: the bundle digest from :func:`verify_bundle`. Pass
             it: the bundle is then authenticated again before it is parsed,
             so a file swapped between verification and restore is refused.

@@ -10,7 +10,13 @@ Numbered steps (referred to in comments here and in :mod:`._reader`):
 4. The tar is well formed: first member ``manifest.json``; every member a
    regular file with a safe path; no duplicates; sizes within limits.
 5. Every member's size and SHA-256 match the manifest; none missing or extra.
-6. The attestation's lakeFS repo, branch and commit equal the manifest's.
+6. The attestation's lakeFS repo, branch and commit equal the manifest's;
+   if the caller knows which commit the bundle is for, both name it.
+
+Every size is bounded by the caller's :class:`~worker.limits.Limits` (the
+configured ``KFM_LIMIT_*``; there is no default, so no caller can fall back
+to other numbers), and once the manifest is read, the decompressed stream by
+what the manifest declares.
 
 Why authenticate (2) before parsing (3-5): the zstd and tar parsers then only
 ever see bytes a trusted key vouched for. The bundle is read twice; the second
@@ -28,10 +34,10 @@ from typing import BinaryIO
 
 from worker.bundle._reader import DiscardSink, hash_stream, read_bundle
 from worker.bundle.attest import VerifiedStatement, bundle_name, verify_envelope
-from worker.bundle.manifest import BundleManifest
+from worker.bundle.manifest import MANIFEST_NAME, BundleManifest
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
-from worker.limits import DEFAULT_LIMITS, Limits
+from worker.limits import Limits
 
 __all__ = ["VerifiedBundle", "verify_bundle"]
 
@@ -72,7 +78,7 @@ def verify_bundle(
     bundle: Path | BinaryIO,
     envelope_bytes: bytes,
     trusted_keys: TrustedKeys,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits,
     *,
     expected_commit: str | None = None,
 ) -> VerifiedBundle:
@@ -83,9 +89,10 @@ def verify_bundle(
             first byte (it is left open).
         envelope_bytes: the DSSE envelope holding the attestation.
         trusted_keys: keys whose signatures are accepted.
-        limits: bounds on everything read.
-        expected_commit: if given, the commit the caller asked for; a valid
-            bundle of another commit is refused (swap protection for restores).
+        limits: bounds on everything read (``Settings.limits``).
+        expected_commit: if given, the commit the bundle is used for; the
+            attestation and the manifest must both name it, so a valid
+            bundle of another commit stored under this one's name is refused.
 
     Raises:
         VerificationError: naming the step and what failed.
@@ -96,7 +103,7 @@ def verify_bundle(
     statement = verify_envelope(envelope_bytes, trusted_keys, max_bytes=limits.max_envelope_bytes)
     if expected_commit is not None and statement.lakefs_commit != expected_commit:
         raise VerificationError(
-            f"attestation: is for commit {statement.lakefs_commit}, expected {expected_commit}"
+            f"attestation: is for commit {statement.lakefs_commit}, not {expected_commit}"
         )
 
     with _open(bundle) as f:
@@ -117,6 +124,10 @@ def verify_bundle(
     # (6) the attestation is about this manifest's commit (and so, via the
     # subject name, step 2's name check).
     manifest = result.manifest
+    if expected_commit is not None and manifest.lakefs_commit != expected_commit:
+        raise VerificationError(
+            f"{MANIFEST_NAME}: is for commit {manifest.lakefs_commit}, not {expected_commit}"
+        )
     if statement.lakefs_commit != manifest.lakefs_commit:
         raise VerificationError(
             f"attestation: lakefs_commit {statement.lakefs_commit} != manifest"

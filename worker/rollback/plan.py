@@ -44,7 +44,6 @@ __all__ = [
     "S3Target",
     "Target",
     "check_bundle_digest",
-    "check_subject",
     "locate_bundle",
     "make_plan",
     "member_targets",
@@ -127,12 +126,6 @@ def check_bundle_digest(digest: str, row: LedgerRow) -> None:
         raise IntegrityError(
             f"bundle sha256 {digest} does not match the ledger row ({row.checksums.artifact_sha256})"
         )
-
-
-def check_subject(subject_sha256: str, row: LedgerRow) -> None:
-    """Raises: IntegrityError if the signed attestation is about another bundle than the row's."""
-    if subject_sha256 != row.checksums.artifact_sha256:
-        raise IntegrityError("attestation subject does not match the ledger row")
 
 
 # Step 2: plan.

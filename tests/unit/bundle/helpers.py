@@ -177,3 +177,37 @@ def zstd_compress(data: bytes) -> bytes:
 
 def manifest_entry(m: BundleManifest) -> Entry:
     return reg("manifest.json", m.to_bytes())
+
+
+def raw_tar(bundle: bytes) -> bytes:
+    """The tar inside a bundle."""
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(bundle)).read()
+
+
+def zstd_frame_with_zero_tail(tar: bytes, zeros: int) -> bytes:
+    """One zstd frame holding ``tar`` then ``zeros`` zero bytes, written by hand.
+
+    RLE blocks (4 bytes for up to 128 KiB of zeros) make tens of GiB of
+    decompressed zeros a few MiB of bundle. The content checksum is a
+    placeholder: computing it would mean hashing every zero, and a verifier
+    must refuse the bundle long before it reaches the checksum.
+    """
+    block = 128 * 1024
+    out = bytearray(b"\x28\xb5\x2f\xfd")
+    out += bytes([0x04, 0x38])  # content checksum, no content size; window 128 KiB
+    blocks: list[bytes] = []
+    for i in range(0, len(tar), block):
+        chunk = tar[i : i + block]
+        blocks.append((len(chunk) << 3 | 0 << 1).to_bytes(3, "little") + chunk)  # raw block
+    full, rest = divmod(zeros, block)
+    rle = (block << 3 | 1 << 1).to_bytes(3, "little") + b"\x00"
+    blocks.extend([rle] * full)
+    if rest:
+        blocks.append((rest << 3 | 1 << 1).to_bytes(3, "little") + b"\x00")
+    last = bytearray(blocks[-1])
+    last[0] |= 1  # Last_Block
+    blocks[-1] = bytes(last)
+    for b in blocks:
+        out += b
+    out += b"\x00\x00\x00\x00"
+    return bytes(out)

@@ -22,7 +22,7 @@ from tests.unit.bundle.helpers import (
 )
 from worker.bundle import extract_bundle
 from worker.errors import VerificationError
-from worker.limits import Limits
+from worker.limits import DEFAULT_LIMITS, Limits
 
 OK = {"a.txt": b"hello"}
 
@@ -148,7 +148,7 @@ def test_crafted_tars_are_refused(tmp_path: Path, name: str, bundle: bytes, need
     dest = tmp_path / "restore"
     dest.mkdir()
     with pytest.raises(VerificationError) as exc:
-        extract_bundle(src, dest)
+        extract_bundle(src, dest, DEFAULT_LIMITS)
     assert needle in str(exc.value), name
     _assert_nothing_left(dest)
 
@@ -211,14 +211,14 @@ def test_failure_after_writing_files_removes_them(tmp_path: Path) -> None:
     dest = tmp_path / "restore"
     dest.mkdir()
     with pytest.raises(VerificationError, match=r"member b\.txt: sha256 mismatch"):
-        extract_bundle(src, dest)
+        extract_bundle(src, dest, DEFAULT_LIMITS)
     _assert_nothing_left(dest)
 
 
 def test_golden_extracts(tmp_path: Path, golden_path: Path) -> None:
     dest = tmp_path / "restore"  # does not exist yet
     expected = hashlib.sha256(golden_path.read_bytes()).hexdigest()
-    result = extract_bundle(golden_path, dest, expected_sha256=expected)
+    result = extract_bundle(golden_path, dest, DEFAULT_LIMITS, expected_sha256=expected)
     assert result.manifest == golden.manifest()
     assert set(result.files) == set(golden.MEMBERS)
     for path, (_, data) in golden.MEMBERS.items():
@@ -231,7 +231,7 @@ def test_expected_sha256_mismatch_is_refused(tmp_path: Path, golden_path: Path) 
     dest = tmp_path / "restore"
     dest.mkdir()
     with pytest.raises(VerificationError, match="does not match expected"):
-        extract_bundle(golden_path, dest, expected_sha256="0" * 64)
+        extract_bundle(golden_path, dest, DEFAULT_LIMITS, expected_sha256="0" * 64)
     assert list(dest.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir()] == ["restore"]
 
@@ -247,6 +247,6 @@ def test_destination_must_be_absent_or_empty(tmp_path: Path, golden_path: Path, 
     else:
         os.symlink(tmp_path, dest)
     with pytest.raises(FileExistsError):
-        extract_bundle(golden_path, dest)
+        extract_bundle(golden_path, dest, DEFAULT_LIMITS)
     if kind == "non-empty dir":
         assert (dest / "keep").read_text() == "mine"

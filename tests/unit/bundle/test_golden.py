@@ -9,6 +9,7 @@ import pytest
 from tests.unit.bundle.helpers import GOLDEN_DIR, golden
 from worker.bundle import verify_bundle
 from worker.keys import TrustedKeys, key_id
+from worker.limits import DEFAULT_LIMITS
 
 
 @pytest.mark.parametrize("name", [golden.BUNDLE_FILE, golden.ENVELOPE_FILE, golden.PUBLIC_KEY_FILE])
@@ -27,7 +28,7 @@ def test_golden_files_are_tiny() -> None:
 def test_golden_verifies_with_committed_public_key(golden_path: Path) -> None:
     trusted = TrustedKeys.from_paths([GOLDEN_DIR / golden.PUBLIC_KEY_FILE])
     envelope = (GOLDEN_DIR / golden.ENVELOPE_FILE).read_bytes()
-    v = verify_bundle(golden_path, envelope, trusted, expected_commit=golden.COMMIT)
+    v = verify_bundle(golden_path, envelope, trusted, DEFAULT_LIMITS, expected_commit=golden.COMMIT)
     assert v.manifest == golden.manifest()
     assert v.key_id == key_id(golden.private_key_for_tests().public_key())
     assert v.statement.subject_sha256 == v.sha256

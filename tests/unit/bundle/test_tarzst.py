@@ -25,6 +25,7 @@ from worker.bundle import BundleDigest, BundleManifest, BundleMember, verify_bun
 from worker.bundle.tarzst import CHUNK_SIZE
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
+from worker.limits import DEFAULT_LIMITS
 
 CONTENTS = {
     "configs/b.yaml": b"b: 2\n",
@@ -170,7 +171,7 @@ def test_memory_does_not_grow_with_file_size(tmp_path: Path, trusted: TrustedKey
 
         envelope = sign_for(bundle.read_bytes())
         tracemalloc.reset_peak()
-        verified = verify_bundle(bundle, envelope, trusted)
+        verified = verify_bundle(bundle, envelope, trusted, DEFAULT_LIMITS)
         _, verify_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,17 +20,20 @@ from tests.unit.bundle.helpers import (
     build_bundle_bytes,
     craft_tar_zst,
     golden,
+    make_manifest,
     manifest_entry,
     raw_envelope,
+    raw_tar,
     reg,
     sign_for,
     special,
     zstd_compress,
+    zstd_frame_with_zero_tail,
 )
 from worker.bundle import verify_bundle
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
-from worker.limits import Limits
+from worker.limits import DEFAULT_LIMITS, Limits
 
 GOLDEN_MEMBERS = {p: d for p, (_, d) in golden.MEMBERS.items()}
 FIRST = sorted(GOLDEN_MEMBERS)[0]  # configs/pipeline.yaml
@@ -46,11 +50,11 @@ def _golden_entries(
 
 
 def test_golden_passes(golden_path: Path, golden_envelope: bytes, trusted: TrustedKeys) -> None:
-    v = verify_bundle(golden_path, golden_envelope, trusted)
+    v = verify_bundle(golden_path, golden_envelope, trusted, DEFAULT_LIMITS)
     assert v.manifest.lakefs_commit == COMMIT
     # a seekable stream works too, and is left open
     with golden_path.open("rb") as f:
-        assert verify_bundle(f, golden_envelope, trusted).sha256 == v.sha256
+        assert verify_bundle(f, golden_envelope, trusted, DEFAULT_LIMITS).sha256 == v.sha256
         assert not f.closed
 
 
@@ -209,15 +213,72 @@ def test_tampering_is_refused(
 ) -> None:
     bundle, envelope = tamper(golden_bundle, golden_envelope)
     with pytest.raises(VerificationError) as exc:
-        verify_bundle(io.BytesIO(bundle), envelope, trusted)
+        verify_bundle(io.BytesIO(bundle), envelope, trusted, DEFAULT_LIMITS)
     assert needle in str(exc.value), name
 
 
 def test_expected_commit_is_enforced(
     golden_path: Path, golden_envelope: bytes, trusted: TrustedKeys
 ) -> None:
-    with pytest.raises(VerificationError, match=f"is for commit {COMMIT}, expected"):
-        verify_bundle(golden_path, golden_envelope, trusted, expected_commit=OTHER_COMMIT)
+    with pytest.raises(VerificationError) as exc:
+        verify_bundle(golden_path, golden_envelope, trusted, DEFAULT_LIMITS, expected_commit=OTHER_COMMIT)
+    assert str(exc.value) == f"attestation: is for commit {COMMIT}, not {OTHER_COMMIT}"
+
+
+def test_expected_commit_must_be_the_manifests_too(tmp_path: Path, trusted: TrustedKeys) -> None:
+    """An attestation naming the expected commit does not make another commit's manifest acceptable."""
+    bundle = build_bundle_bytes(tmp_path, {"a.txt": b"a"}, commit=OTHER_COMMIT)
+    envelope = sign_for(bundle, commit=COMMIT)
+    with pytest.raises(VerificationError) as exc:
+        verify_bundle(io.BytesIO(bundle), envelope, trusted, DEFAULT_LIMITS, expected_commit=COMMIT)
+    assert str(exc.value) == f"manifest.json: is for commit {OTHER_COMMIT}, not {COMMIT}"
+
+
+def test_a_huge_zero_tail_is_refused_at_the_end_of_the_record(tmp_path: Path, trusted: TrustedKeys) -> None:
+    """2 MiB of bundle that decompresses to 64 GiB of zeros after the end-of-archive marker.
+
+    Signed, so it reaches the parser. Reading the zeros to the end took
+    about 0.7 s per GiB; the reader stops where the record's padding ends.
+    """
+    tar = raw_tar(build_bundle_bytes(tmp_path, {"a.txt": b"a"}))
+    bundle = zstd_frame_with_zero_tail(tar, 64 * 1024**3)
+    assert len(bundle) < 3 * 1024**2
+    started = time.monotonic()
+    with pytest.raises(VerificationError) as exc:
+        verify_bundle(io.BytesIO(bundle), sign_for(bundle), trusted, DEFAULT_LIMITS)
+    assert str(exc.value) == (
+        "tar: zero padding after the end-of-archive marker runs past its 10240-byte record"
+    )
+    assert time.monotonic() - started < 15
+
+
+def test_zero_padding_beyond_the_record_is_refused(tmp_path: Path, trusted: TrustedKeys) -> None:
+    """A well-formed frame (checksum and all) with one record of zeros too many."""
+    tar = raw_tar(build_bundle_bytes(tmp_path, {"a.txt": b"a"}))
+    assert len(tar) % tarfile.RECORDSIZE == 0
+    bundle = zstd_compress(tar + bytes(tarfile.RECORDSIZE))
+    with pytest.raises(VerificationError, match="runs past its 10240-byte record"):
+        verify_bundle(io.BytesIO(bundle), sign_for(bundle), trusted, DEFAULT_LIMITS)
+    # Padding that ends within the record, or no padding at all, is fine.
+    content = len(tar.rstrip(b"\0"))
+    end_marker = content + -content % 512 + 1024
+    for cut in (end_marker, end_marker + 512):
+        short = zstd_compress(tar[:cut])
+        assert verify_bundle(io.BytesIO(short), sign_for(short), trusted, DEFAULT_LIMITS).size == len(short)
+
+
+def test_decompression_is_bounded_by_what_the_manifest_declares(trusted: TrustedKeys) -> None:
+    """A pax header within the per-header limit, but far larger than any member could need."""
+    data = b"x"
+    m = make_manifest({"a.txt": data})
+    info = tarfile.TarInfo("a.txt")
+    info.size = len(data)
+    info.pax_headers = {"uname": "u" * 60_000}
+    bundle = craft_tar_zst([manifest_entry(m), (info, data)])
+    with pytest.raises(VerificationError) as exc:
+        verify_bundle(io.BytesIO(bundle), sign_for(bundle), trusted, DEFAULT_LIMITS)
+    assert "bytes its manifest declares" in str(exc.value)
+    assert str(exc.value).startswith("tar: decompressed stream larger than the ")
 
 
 @pytest.mark.parametrize(
@@ -251,10 +312,10 @@ def test_non_seekable_stream_is_refused(golden_envelope: bytes, trusted: Trusted
             return False
 
     with pytest.raises(ValueError, match="seekable"):
-        verify_bundle(Pipe(), golden_envelope, trusted)  # type: ignore[arg-type]
+        verify_bundle(Pipe(), golden_envelope, trusted, DEFAULT_LIMITS)  # type: ignore[arg-type]
 
 
 def test_bundle_built_by_writer_verifies(tmp_path: Path, trusted: TrustedKeys) -> None:
     bundle = build_bundle_bytes(tmp_path, {"a/b.txt": b"hello", "c.bin": bytes(10_000)})
-    v = verify_bundle(io.BytesIO(bundle), sign_for(bundle), trusted)
+    v = verify_bundle(io.BytesIO(bundle), sign_for(bundle), trusted, DEFAULT_LIMITS)
     assert [m.path for m in v.manifest.members] == ["a/b.txt", "c.bin"]

@@ -1,7 +1,7 @@
 """An in-memory lakeFS, registry bucket, producer and ledger for the rollback handler.
 
 Each fake implements only the narrow interface the handler declares
-(``worker/agents/rolling_back.py``: ``LakeFSPort``, ``BucketPort``, ``LedgerPort``,
+(``worker/agents/rolling_back.py``: ``LakeFSPort``, ``BucketPort``; ``worker/agents/verifying.py``: ``LedgerPort``;
 and ``Sender`` from ``worker/agents/governance.py``), with the semantics it relies on:
 conditional puts that refuse a second writer, branches with a committed tree
 and a staging area, two-dot diffs between committed trees. What a test needs
@@ -212,10 +212,12 @@ class FakeLedger:
     async def row_for(self, commit: str) -> LedgerRow | None:
         return self.rows.get(commit)
 
-    async def prove(self, commit: str) -> object:
+    async def prove(self, commit: str) -> dict[str, Any]:
         if commit in self.unprovable:
             raise VerificationError(f"inclusion proof of {commit[:12]} does not match the checkpoint")
-        return object()
+        row = self.rows[commit]
+        return {"lakefs_commit": commit, "seq": row.seq, "row_hash": row.hash, "tree_size": len(self.rows),
+                "root": "ab" * 32}
 
 
 @dataclass

@@ -30,6 +30,7 @@ from worker.config import Settings
 from worker.constants import TOPIC_GOVERNANCE, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
 from worker.keys import TrustedKeys
 from worker.ledger.chain import next_row
+from worker.limits import Limits
 from worker.rollback.request import RollbackRequest, RollbackResult
 
 REPO = "kfm-main"
@@ -219,7 +220,26 @@ def _stranger(w: World) -> None:
     w.trusted = TrustedKeys([Ed25519PrivateKey.from_private_bytes(b"\x07" * 32).public_key()])
 
 
+def _over_a_configured_limit(w: World) -> None:
+    w.rt.settings = Settings(s3_bucket=BUCKET, topic_prefix="t.", limits=Limits(max_member_bytes=100))
+
+
+def _recorded_with_another_commits_bundle(w: World) -> None:
+    """C's signed bundle under A's name, and A's row recording its digest (as a faulty writer might)."""
+    work = w.rt.work_dir.parent / "swap"
+    work.mkdir()
+    bundle = build_bundle_bytes(work, BUNDLE_MEMBERS, commit=w.c)
+    w.rt.bucket.objects[f"artifacts/{w.a}.tar.zst"] = bundle
+    w.rt.bucket.objects[f"attestations/{w.a}.intoto.jsonl"] = sign_for(bundle, commit=w.c)
+    row = w.ledger.rows[w.a]
+    w.ledger.rows[w.a] = row.model_copy(
+        update={"checksums": row.checksums.model_copy(update={"artifact_sha256": sha256(bundle)})})
+
+
 REFUSALS: list[tuple[str, Any, dict[str, Any], str]] = [
+    ("over a configured limit", _over_a_configured_limit, {},
+     f"member s3/{BUCKET}/{MODEL_KEY}: size 700 exceeds max_member_bytes 100"),
+    ("another commit's bundle", _recorded_with_another_commits_bundle, {}, "attestation: is for commit "),
     ("never bundled", None, {"commit": "f" * 64}, "no ledger row for commit " + "f" * 64),
     ("other repository", None, {"lakefs_repo": "kfm-other"}, "belongs to repository kfm-main, not kfm-other"),
     ("another bundle named", None, {"bundle_uri": f"s3://{BUCKET}/artifacts/other.tar.zst"},
