@@ -293,7 +293,8 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
         try:
             return asyncio.run(go(Path(tmp)))
         except OSError as e:
-            print(f"FAIL: cannot read {e.filename}: {e.strerror}" if e.filename else f"FAIL: {e}")
+            # Reading the bundle or attestation, or writing the restore: one line, no traceback.
+            print(f"FAIL: {e.filename}: {e.strerror}" if e.filename else f"FAIL: {e}")
         except IntegrityError as e:
             print(f"FAIL: {e.diagnostics()}")
     return None
