@@ -12,7 +12,9 @@ leaks out of our modules; ``worker._internal`` raises only these classes.
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "AlreadyExistsError",
@@ -25,8 +27,11 @@ __all__ = [
     "PayloadError",
     "TransientError",
     "VerificationError",
+    "decode_json",
     "describe_validation_error",
 ]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Error(Exception):
@@ -105,3 +110,15 @@ def describe_validation_error(e: ValidationError, whole: str = "") -> str:
     first = e.errors(include_url=False, include_input=False)[0]
     loc = ".".join(str(p) for p in first["loc"]) or whole
     return f"{loc}: {first['msg']}"
+
+
+def decode_json(model: type[M], data: bytes, what: str, *, whole: str = "") -> M:
+    """Untrusted JSON as ``model``, refused in the one format: ``what: field.path: message``.
+
+    Raises:
+        IntegrityError: ``data`` is not valid JSON for ``model``.
+    """
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as e:
+        raise IntegrityError(f"{what}: {describe_validation_error(e, whole)}") from e

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from worker.errors import IntegrityError, describe_validation_error
+from worker.errors import decode_json
 from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
 __all__ = ["CommitEvent", "EventSource", "decode_event", "event_key"]
@@ -59,7 +59,4 @@ def decode_event(value: bytes) -> CommitEvent:
     Raises:
         IntegrityError: the value is not a valid commit event; never retried.
     """
-    try:
-        return CommitEvent.model_validate_json(value)
-    except ValidationError as e:
-        raise IntegrityError(f"invalid commit event: {describe_validation_error(e, whole='()')}") from e
+    return decode_json(CommitEvent, value, "invalid commit event", whole="()")

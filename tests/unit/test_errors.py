@@ -15,6 +15,7 @@ from worker.errors import (
     PayloadError,
     TransientError,
     VerificationError,
+    decode_json,
     describe_validation_error,
 )
 
@@ -53,3 +54,10 @@ def test_validation_message_names_the_top_level_as_asked(whole: str, expected: s
     with pytest.raises(ValidationError) as exc:
         _Model.model_validate_json(b"[]")
     assert describe_validation_error(exc.value, whole) == expected
+
+
+def test_decode_json_returns_the_model_or_an_integrity_error_in_the_one_format() -> None:
+    assert decode_json(_Model, b'{"n": 3}', "thing") == _Model(n=3)
+    with pytest.raises(IntegrityError, match=r"^thing: n: Field required$") as exc:
+        decode_json(_Model, b"{}", "thing")
+    assert isinstance(exc.value.__cause__, ValidationError)

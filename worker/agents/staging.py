@@ -86,28 +86,38 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged
         listing = await rt.lakefs.list_objects(repo, commit_id)
     objects = {o.path: (o.size, o.checksum) for o in listing}
 
-    await _stage_stac(rt, event, staged, staging=staging, listing=listing, objects=objects, rules=rules)
-    await _stage_configs(rt, event, staged, staging=staging, listing=listing, rules=rules)
-    await _stage_models(rt, event, staged, staging=staging, objects=objects, rules=rules)
+    step = _Step(rt, event, staged, staging, listing, objects, rules)
+    await _stage_stac(step)
+    await _stage_configs(step)
+    await _stage_models(step)
 
     log.info("bundle.staged", members=len(staged.members), bytes=sum(m.size for m in staged.members))
     return staged
 
 
-async def _stage_stac(
-    rt: Runtime,
-    event: CommitEvent,
-    staged: Staged,
-    *,
-    staging: Path,
-    listing: list[ObjectInfo],
-    objects: dict[str, tuple[int, str]],
-    rules: SnapshotRules,
-) -> None:
+@dataclass(frozen=True)
+class _Step:
+    """What every staging step reads: the commit, its object listing, and where members go."""
+
+    rt: Runtime
+    event: CommitEvent
+    staged: Staged
+    staging: Path
+    listing: list[ObjectInfo]
+    objects: dict[str, tuple[int, str]]
+    rules: SnapshotRules
+
+    @property
+    def base(self) -> str:
+        """The commit as a lakeFS URI, the prefix of every source it pins."""
+        return f"lakefs://{self.event.repository_id}/{self.event.commit_id}"
+
+
+async def _stage_stac(step: _Step) -> None:
     """Step 2: the STAC hierarchy, rewritten to pin every link to the commit."""
-    repo, commit_id = event.repository_id, event.commit_id
-    limits = rt.settings.limits
-    base = f"lakefs://{repo}/{commit_id}"
+    rt, staged, staging, rules, objects, base = step.rt, step.staged, step.staging, step.rules, step.objects, step.base
+    repo, commit_id, limits = step.event.repository_id, step.event.commit_id, rt.settings.limits
+    listing = step.listing
     with tracer.start_as_current_span("bundle.stac") as span:
         stac = [o for o in listing if is_stac(o.path, rules)]
         if len(stac) > limits.max_stac_objects:
@@ -125,18 +135,10 @@ async def _stage_stac(
         span.set_attribute("kfm.stac_files", len([m for m in staged.members if m.kind == "stac"]))
 
 
-async def _stage_configs(
-    rt: Runtime,
-    event: CommitEvent,
-    staged: Staged,
-    *,
-    staging: Path,
-    listing: list[ObjectInfo],
-    rules: SnapshotRules,
-) -> None:
+async def _stage_configs(step: _Step) -> None:
     """Step 3: configuration files, byte for byte."""
-    repo, commit_id = event.repository_id, event.commit_id
-    limits = rt.settings.limits
+    rt, staged, staging, rules, listing = step.rt, step.staged, step.staging, step.rules, step.listing
+    repo, commit_id, limits = step.event.repository_id, step.event.commit_id, rt.settings.limits
     with tracer.start_as_current_span("bundle.configs"):
         for o in listing:
             if is_config(o.path, rules):
@@ -146,19 +148,10 @@ async def _stage_configs(
                 staged.configs.append({"path": o.path, "sha256": digest})
 
 
-async def _stage_models(
-    rt: Runtime,
-    event: CommitEvent,
-    staged: Staged,
-    *,
-    staging: Path,
-    objects: dict[str, tuple[int, str]],
-    rules: SnapshotRules,
-) -> None:
+async def _stage_models(step: _Step) -> None:
     """Step 4: the model manifest and every model binary it names (in the lake or the registry bucket)."""
-    repo, commit_id = event.repository_id, event.commit_id
-    limits = rt.settings.limits
-    base = f"lakefs://{repo}/{commit_id}"
+    rt, staged, staging, rules, objects, base = step.rt, step.staged, step.staging, step.rules, step.objects, step.base
+    repo, commit_id, limits = step.event.repository_id, step.event.commit_id, rt.settings.limits
     with tracer.start_as_current_span("bundle.models"):
         if rules.model_manifest in objects:
             raw = await rt.lakefs.read(repo, commit_id, rules.model_manifest, 1 << 20)

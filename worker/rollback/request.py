@@ -12,9 +12,9 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from worker.errors import IntegrityError, describe_validation_error
+from worker.errors import decode_json
 from worker.ids import BranchName, CommitId, RepoId, UtcDatetime
 
 __all__ = ["RollbackRequest", "RollbackResult", "Status", "Strategy", "decode_request", "request_id_of", "request_key"]
@@ -75,10 +75,7 @@ def request_key(repo: str, branch: str) -> bytes:
 
 def decode_request(value: bytes) -> RollbackRequest:
     """Raises: IntegrityError naming the bad field."""
-    try:
-        return RollbackRequest.model_validate_json(value)
-    except ValidationError as e:
-        raise IntegrityError(f"invalid rollback request: {describe_validation_error(e)}") from e
+    return decode_json(RollbackRequest, value, "invalid rollback request")
 
 
 def request_id_of(value: bytes) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from worker.errors import IntegrityError, describe_validation_error
+from worker.errors import IntegrityError, decode_json
 
 __all__ = ["ModelEntry", "ModelManifest", "parse_model_manifest"]
 
@@ -49,10 +49,7 @@ class ModelManifest(BaseModel):
 
 def parse_model_manifest(raw: bytes) -> ModelManifest:
     """Raises: IntegrityError naming the bad field."""
-    try:
-        m = ModelManifest.model_validate_json(raw)
-    except ValidationError as e:
-        raise IntegrityError(f"model manifest: {describe_validation_error(e)}") from e
+    m = decode_json(ModelManifest, raw, "model manifest")
     names = [(x.name, x.version) for x in m.models]
     if len(set(names)) != len(names):
         raise IntegrityError("model manifest: duplicate name/version")
