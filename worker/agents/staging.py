@@ -1,6 +1,6 @@
 """Stage one lakeFS commit's bundle members on local disk.
 
-Steps 1-4 of the spec's process: freeze the commit (protecting tag), snapshot
+Steps 1-4 of the bundling process (docs/spec.md): freeze the commit (protecting tag), snapshot
 STAC, export configs, add model binaries. Every object is streamed to a file
 under ``staging/`` while its SHA-256 is computed, so memory does not grow
 with bundle size; the packaging step then reads the files once more.
