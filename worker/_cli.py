@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -551,6 +552,14 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _installed_version() -> str:
+    """The installed distribution's version, so a wheel, an image and a checkout each say which they are."""
+    try:
+        return metadata.version("kfm-rollback-registry")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kfm",
@@ -558,6 +567,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog="Every option defaults to a KFM_* environment variable; see docs/configuration.md.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"kfm {_installed_version()}")
     p.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers (KFM_KAFKA_BOOTSTRAP)")
     p.add_argument("--lakefs-endpoint", help="lakeFS URL (KFM_LAKEFS_ENDPOINT)")
     p.add_argument("--s3-endpoint", help="registry S3 endpoint (KFM_S3_ENDPOINT)")
