@@ -61,10 +61,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
 import rfc8785  # noqa: E402
 
+from _stack import stack_env  # noqa: E402
 from worker._internal.s3 import Bucket, open_bucket  # noqa: E402
 from worker.agents.auditing import replay, verify_registry  # noqa: E402
 from worker.agents.ledger_io import LedgerReader, checkpoint_origin  # noqa: E402
@@ -226,20 +228,6 @@ def self_check(n: int = 300) -> None:
 
 
 # --- environment ------------------------------------------------------------
-
-
-def stack_env() -> dict[str, str]:
-    """os.environ, with ``.stack/env`` filled in for KFM_* names that are not set."""
-    env = dict(os.environ)
-    path = Path(env.get("KFM_STACK_DIR", ROOT / ".stack")) / "env"
-    if path.exists():
-        for raw in path.read_text().splitlines():
-            line = raw.strip()
-            if line.startswith("export "):
-                name, _, value = line[len("export "):].partition("=")
-                parts = shlex.split(value) if value else [""]
-                env.setdefault(name, parts[0] if parts else "")
-    return env
 
 
 def s3_client(settings: Settings) -> Any:
