@@ -8,7 +8,7 @@ is the first thing the registry bundles.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from importlib import resources
 from string import Template
 
 from worker.clients import LakeFS
@@ -16,7 +16,8 @@ from worker.clients import LakeFS
 __all__ = ["ACTION_PATH", "install_action", "render_action"]
 
 ACTION_PATH = "_lakefs_actions/kfm-rollback-registry.yaml"
-_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "lakefs" / ACTION_PATH
+# Package data (not a file of the checkout), so an installed wheel renders it too.
+_TEMPLATE = resources.files("hooks").joinpath("lakefs_action.yaml")
 
 
 def render_action(hooks_url: str, branches: list[str]) -> bytes:

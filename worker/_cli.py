@@ -28,9 +28,9 @@ from worker.logs import configure_logging
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
 
-    from worker.agents.ledger_io import LedgerReader
-    from worker.agents.runtime import Runtime
-    from worker.agents.verifying import CheckedBundle
+    from worker.io.ledger_reader import LedgerReader
+    from worker.io.runtime import Runtime
+    from worker.io.verifying import CheckedBundle
     from worker.keys import TrustedKeys
 
 __all__ = ["main"]
@@ -215,9 +215,9 @@ def _looks_like_commit(ref: str) -> bool:
 
 def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
     """Build a commit's bundle into a local file, without uploading (reproducibility checks)."""
-    from worker.agents.bundling import build_bundle
-    from worker.agents.runtime import Runtime
     from worker.events import CommitEvent
+    from worker.io.bundling import build_bundle
+    from worker.io.runtime import Runtime
 
     async def go() -> int:
         async with await Runtime.open(settings) as rt:
@@ -243,7 +243,7 @@ def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    """Verify a bundle as the rollback agent does (see :mod:`worker.agents.verifying`)."""
+    """Verify a bundle as the rollback agent does (see :mod:`worker.io.verifying`)."""
     checked = _check_bundle(args, settings, None)
     if checked is None:
         return 1
@@ -268,11 +268,11 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
     the rollback agent refuses, with the configured limits.
     """
     from worker._internal.s3 import open_bucket
-    from worker.agents.ledger_io import LedgerReader
-    from worker.agents.verifying import check_bundle
     from worker.bundle.binding import bound_commit
     from worker.bundle.extract import extract_bundle
     from worker.errors import IntegrityError
+    from worker.io.ledger_reader import LedgerReader
+    from worker.io.verifying import check_bundle
 
     trusted = _trusted_keys(args, settings)
     limits = settings.limits
@@ -355,7 +355,7 @@ def _trusted_keys(args: argparse.Namespace, settings: Settings) -> TrustedKeys:
 
 
 def _with_runtime(fn: Callable[[Runtime], Coroutine[Any, Any, int]], settings: Settings) -> int:
-    from worker.agents.runtime import Runtime
+    from worker.io.runtime import Runtime
 
     async def go() -> int:
         async with await Runtime.open(settings) as rt:
@@ -365,7 +365,7 @@ def _with_runtime(fn: Callable[[Runtime], Coroutine[Any, Any, int]], settings: S
 
 
 def _reader(rt: Runtime, args: argparse.Namespace, settings: Settings, *, keys: bool = True) -> LedgerReader:
-    from worker.agents.ledger_io import LedgerReader
+    from worker.io.ledger_reader import LedgerReader
 
     trusted = _trusted_keys(args, settings) if keys else None
     return LedgerReader(rt.bucket, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
@@ -407,8 +407,8 @@ def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.auditing import verify_registry
     from worker.errors import VerificationError
+    from worker.io.ledger_audit import verify_registry
 
     trusted = _trusted_keys(args, settings)
     note = Path(args.from_checkpoint).read_bytes() if args.from_checkpoint else None
@@ -432,10 +432,10 @@ def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ledger_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.handlers import signing_key
-    from worker.agents.ledger_io import checkpoint_origin, checkpoint_signer
-    from worker.agents.recording import migrate_legacy
     from worker.constants import LEDGER_HEAD_KEY
+    from worker.io.handlers import signing_key
+    from worker.io.ledger_reader import checkpoint_origin, checkpoint_signer
+    from worker.io.ledger_writer import migrate_legacy
 
     async def go(rt: Runtime) -> int:
         if await rt.bucket.head(LEDGER_HEAD_KEY) is not None:
@@ -451,7 +451,7 @@ def _ledger_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ledger_export(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.ledger_io import export_jsonl
+    from worker.io.ledger_reader import export_jsonl
 
     async def go(rt: Runtime) -> int:
         reader = _reader(rt, args, settings)
@@ -463,7 +463,7 @@ def _ledger_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.auditing import replay
+    from worker.io.ledger_audit import replay
 
     trusted = _trusted_keys(args, settings)
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="kfm-replay-"))
@@ -483,10 +483,10 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a rollback request; with --wait, follow it to its result."""
     from worker._internal.kafka import PartitionTail, Producer, follow_partition
-    from worker.agents.ledger_io import LedgerReader
-    from worker.agents.runtime import Runtime
     from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
     from worker.errors import IntegrityError
+    from worker.io.ledger_reader import LedgerReader
+    from worker.io.runtime import Runtime
     from worker.rollback.request import RollbackRequest, RollbackResult, request_key
 
     async def go() -> int:

@@ -24,8 +24,8 @@ from worker.utc import format_utc
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
 
-    from worker.agents.runtime import Runtime
     from worker.coverage import CommitCoverage, HookRunFailure, Horizon
+    from worker.io.runtime import Runtime
 
 __all__ = ["add_coverage_commands", "forget_failure", "register_watched_branch"]
 
@@ -50,8 +50,8 @@ def _check_ids(repo: str | None, branch: str | None) -> None:
 
 # --- kfm reconcile ---------------------------------------------------------------
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents.reconciling import Reconciler
-    from worker.agents.runtime import Runtime
+    from worker.io.reconciling import Reconciler
+    from worker.io.runtime import Runtime
     from worker.watch import parse_since
 
     if args.branch and not args.repo:
@@ -84,8 +84,8 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 # --- kfm coverage ----------------------------------------------------------------
 async def _coverage_horizon(rt: Runtime, repo: str, branch: str, since: datetime | None) -> Horizon:
     """The report's window: --since, else the branch's first watched commit, else all of its history."""
-    from worker.agents import markers
     from worker.coverage import Floor, Horizon
+    from worker.io import markers
 
     if since is not None:
         return Horizon(since=since)
@@ -100,11 +100,11 @@ async def _coverage_horizon(rt: Runtime, repo: str, branch: str, since: datetime
 
 
 def _coverage(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.agents import markers
-    from worker.agents.reconciling import failed_hook_runs, known_for, walk
-    from worker.agents.runtime import Runtime
     from worker.coverage import RowRef, coverage_exit_code, report
     from worker.errors import NotFoundError
+    from worker.io import markers
+    from worker.io.reconciling import failed_hook_runs, known_for, walk
+    from worker.io.runtime import Runtime
     from worker.watch import parse_since
 
     _check_ids(args.repo, args.branch)
@@ -197,7 +197,7 @@ def _print_human(
 async def register_watched_branch(settings: Settings, repo: str, branch: str, commit: str, created: datetime) -> None:
     """``kfm hooks install``: the reconciler watches the branch from the install commit on."""
     from worker._internal.s3 import open_bucket
-    from worker.agents import markers
+    from worker.io import markers
 
     async with open_bucket(settings) as b:
         await markers.register_watch(b, repo, branch, commit, created)
@@ -209,7 +209,7 @@ async def forget_failure(settings: Settings, repo: str, commit: str) -> bool:
     Returns False (after a warning on stderr) if the bucket could not be reached.
     """
     from worker._internal.s3 import open_bucket
-    from worker.agents import markers
+    from worker.io import markers
 
     try:
         async with open_bucket(settings) as b:

@@ -1,10 +1,10 @@
 """The Faust app: agents that turn commit events into bundles, ledger rows and rollbacks.
 
 ``faust -A worker.app worker`` and ``kfm worker`` both run it. Agents are thin:
-they decode, call a plain async function from :mod:`worker.agents`, and route
+they decode, call a plain async function from :mod:`worker.io`, and route
 errors by family (transient: retry with backoff; integrity: dead-letter and
 report, never retried). Every message an agent refuses is dead-lettered with
-its source coordinates (:mod:`worker.agents.dead_letters`).
+its source coordinates (:mod:`worker.io.dead_letters`).
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from worker._internal.kafka import partition_count
-from worker.agents.dead_letters import Refusal, Source, dead_letter, refusal_of, screen
-from worker.agents.handlers import handle_commit_event, signing_key
-from worker.agents.ledger_io import checkpoint_key_names, checkpoint_signer
-from worker.agents.reconciling import reconcile_tick
-from worker.agents.recording import LedgerStore, Outcome, checkpoint_origin, record_batch
-from worker.agents.rolling_back import handle_rollback_request
-from worker.agents.runtime import Runtime
 from worker.config import load_settings
 from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBACK_REQUESTS
 from worker.errors import ConfigError, ConflictError, TransientError
+from worker.io.dead_letters import Refusal, Source, dead_letter, refusal_of, screen
+from worker.io.handlers import handle_commit_event, signing_key
+from worker.io.ledger_reader import checkpoint_key_names, checkpoint_signer
+from worker.io.ledger_writer import LedgerStore, Outcome, checkpoint_origin, record_batch
+from worker.io.reconciling import reconcile_tick
+from worker.io.rolling_back import handle_rollback_request
+from worker.io.runtime import Runtime
 from worker.keys import TrustedKeys
 from worker.logs import configure_logging
 from worker.membership import group_instance_id

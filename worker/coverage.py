@@ -1,6 +1,6 @@
 """Coverage decisions without I/O: which commits of a watched branch still need a bundle.
 
-The reconciler (:mod:`worker.agents.reconciling`) and ``kfm coverage`` fetch a
+The reconciler (:mod:`worker.io.reconciling`) and ``kfm coverage`` fetch a
 branch's first-parent commit log page by page (newest first), the ledger rows
 and the coverage markers; everything they decide from those facts lives here,
 so it is tested with plain data (tests/unit/test_reconcile.py). What counts,

@@ -65,17 +65,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
 import rfc8785  # noqa: E402
-
 from _stack import stack_env  # noqa: E402
+
 from worker._internal.s3 import Bucket, open_bucket  # noqa: E402
-from worker.agents.auditing import replay, verify_registry  # noqa: E402
-from worker.agents.ledger_io import LedgerReader, checkpoint_origin  # noqa: E402
-from worker.agents.recording import LedgerStore, _recorded_rows  # noqa: E402
-from worker.agents.runtime import Runtime  # noqa: E402
 from worker.canonical import canonical_bytes  # noqa: E402
 from worker.config import Settings, load_settings  # noqa: E402
 from worker.constants import LEDGER_CHECKPOINT_KEY, LEDGER_HEAD_KEY, TOPIC_INDEX_CANDIDATES  # noqa: E402
 from worker.errors import NotFoundError  # noqa: E402
+from worker.io.ledger_audit import replay, verify_registry  # noqa: E402
+from worker.io.ledger_reader import LedgerReader, checkpoint_origin  # noqa: E402
+from worker.io.ledger_writer import LedgerStore, _recorded_rows  # noqa: E402
+from worker.io.runtime import Runtime  # noqa: E402
 from worker.keys import TrustedKeys, load_private_key  # noqa: E402
 from worker.ledger.chain import check_bundle, next_row  # noqa: E402
 from worker.ledger.checkpoint import sign_checkpoint  # noqa: E402

@@ -56,7 +56,7 @@ def start(name: str, *args: str) -> subprocess.Popen[bytes]:
 
 async def wait_rows(commits: set[str], timeout: float = 240) -> None:
     from worker._internal.s3 import open_bucket
-    from worker.agents.ledger_io import LedgerReader
+    from worker.io.ledger_reader import LedgerReader
     from worker.config import load_settings
     from worker.keys import TrustedKeys
 

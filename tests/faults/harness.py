@@ -30,9 +30,9 @@ from typing import Any
 from tests.integration.helpers import ROOT, hooks_server, logs_dir, run_kfm, worker_process
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
-from worker.agents.ledger_io import LedgerReader
 from worker.config import Settings
 from worker.errors import NotFoundError
+from worker.io.ledger_reader import LedgerReader
 
 STACK_SCRIPT = ROOT / "deploy" / "local" / "stack"
 

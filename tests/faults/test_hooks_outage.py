@@ -25,7 +25,7 @@ from tests.faults.harness import (
 )
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
-from worker.agents.ledger_io import LedgerReader
+from worker.io.ledger_reader import LedgerReader
 from worker.utc import parse_utc
 
 pytestmark = pytest.mark.faults

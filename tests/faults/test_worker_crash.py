@@ -1,7 +1,7 @@
 """Fault 3: the worker SIGKILLed while bundling, while appending to the ledger, and while restoring.
 
 The crash is exact: ``KFM_FAULT_INJECT=<point>`` makes the worker ``os._exit(137)``
-at that point (``fault_point`` in worker/agents): after the bundle is stored but
+at that point (``fault_point`` in worker/io): after the bundle is stored but
 before its attestation (``bundle.after_artifact``), right after the ledger's
 commit point and before its mirrors (the writer's ``ledger.*`` point), and after
 the first restored object of a rollback (``rollback.mid_restore``). Commits keep
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.faults
 
 def _ledger_point() -> str:
     """The writer's fault point after its commit point (its name follows the ledger's layout)."""
-    src = (ROOT / "worker" / "agents" / "recording.py").read_text(encoding="utf-8")
+    src = (ROOT / "worker" / "io" / "ledger_writer.py").read_text(encoding="utf-8")
     points = re.findall(r'fault_point\("(ledger\.[a-z_.]+)"\)', src)
     assert points, "the ledger writer has no fault point"
     return str(points[0])

@@ -175,7 +175,7 @@ def isolated_registry(stack_env: dict[str, str], prefix: str, bucket: str | None
 async def ledger_jsonl(settings: Settings) -> bytes:
     """The ledger up to its latest checkpoint as JSONL (what `kfm ledger export` writes)."""
     from worker._internal.s3 import open_bucket
-    from worker.agents.ledger_io import LedgerReader
+    from worker.io.ledger_reader import LedgerReader
     from worker.keys import TrustedKeys
 
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))

@@ -28,10 +28,10 @@ from tests.integration.helpers import (
 )
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
-from worker.agents.ledger_io import checkpoint_key, checkpoint_origin, commit_key
-from worker.agents.recording import parquet_key
 from worker.config import Settings
 from worker.constants import HOOK_TOKEN_HEADER, LEDGER_CHECKPOINT_KEY, LEDGER_HEAD_KEY, META_PREFIX
+from worker.io.ledger_reader import checkpoint_key, checkpoint_origin, commit_key
+from worker.io.ledger_writer import parquet_key
 from worker.keys import load_private_key
 from worker.ledger import merkle
 from worker.ledger.chain import verify_jsonl

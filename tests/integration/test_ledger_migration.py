@@ -16,10 +16,10 @@ import pytest
 from tests.integration.helpers import isolated_registry, run_kfm, unique
 from tests.unit.ledger.factories import make_chain, to_jsonl
 from worker._internal.s3 import open_bucket
-from worker.agents.ledger_io import checkpoint_key, checkpoint_origin
-from worker.agents.recording import LedgerStore
 from worker.config import Settings, load_settings
 from worker.constants import CHECKPOINTS_PREFIX, INDEX_JSONL_KEY, INDEX_PARQUET_KEY, LEDGER_CHECKPOINT_KEY
+from worker.io.ledger_reader import checkpoint_key, checkpoint_origin
+from worker.io.ledger_writer import LedgerStore
 from worker.keys import TrustedKeys, load_private_key
 from worker.ledger import merkle
 from worker.ledger.checkpoint import sign_checkpoint

@@ -17,13 +17,13 @@ from aiokafka import AIOKafkaProducer
 from tests.integration.helpers import isolated_registry, unique
 from tests.unit.ledger.factories import T0, make_candidate
 from worker._internal.s3 import open_bucket
-from worker.agents import auditing
-from worker.agents.auditing import replay
-from worker.agents.ledger_io import checkpoint_origin
-from worker.agents.recording import LedgerStore
 from worker.config import Settings, load_settings
 from worker.constants import TOPIC_INDEX_CANDIDATES
 from worker.errors import IntegrityError
+from worker.io import ledger_audit
+from worker.io.ledger_audit import replay
+from worker.io.ledger_reader import checkpoint_origin
+from worker.io.ledger_writer import LedgerStore
 from worker.keys import TrustedKeys, load_private_key
 from worker.ledger.row import LedgerRow, parse_candidate
 from worker.ledger.state import Appender
@@ -80,7 +80,7 @@ def _values() -> list[bytes]:
     return values
 
 
-async def _replay(settings: Settings, env: dict[str, str], scratch: Path) -> auditing.ReplayReport:
+async def _replay(settings: Settings, env: dict[str, str], scratch: Path) -> ledger_audit.ReplayReport:
     trusted = TrustedKeys.from_dir(Path(env["KFM_TRUSTED_KEYS_DIR"]))
     async with open_bucket(settings) as b:
         rt = SimpleNamespace(bucket=b, settings=settings)
@@ -90,7 +90,7 @@ async def _replay(settings: Settings, env: dict[str, str], scratch: Path) -> aud
 async def test_parallel_replay_gives_the_writers_answer(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auditing, "_POOL_ABOVE_ROWS", 0)
+    monkeypatch.setattr(ledger_audit, "_POOL_ABOVE_ROWS", 0)
     settings = load_settings({**os.environ, **env})
     values = _values()
     size = await _record(settings, env, values)
@@ -110,7 +110,7 @@ async def test_parallel_replay_gives_the_writers_answer(
 async def test_parallel_replay_reports_a_ledger_the_topic_does_not_imply(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auditing, "_POOL_ABOVE_ROWS", 0)
+    monkeypatch.setattr(ledger_audit, "_POOL_ABOVE_ROWS", 0)
     settings = load_settings({**os.environ, **env})
     values = _values()
     await _record(settings, env, values)

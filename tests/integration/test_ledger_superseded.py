@@ -13,9 +13,9 @@ import pytest
 from tests.integration.helpers import isolated_registry, run_kfm, unique
 from tests.unit.ledger.factories import T0, make_candidate
 from worker._internal.s3 import open_bucket
-from worker.agents.ledger_io import LedgerReader, checkpoint_origin
-from worker.agents.recording import LedgerStore, load_tip
 from worker.config import load_settings
+from worker.io.ledger_reader import LedgerReader, checkpoint_origin
+from worker.io.ledger_writer import LedgerStore, load_tip
 from worker.keys import TrustedKeys, load_private_key
 from worker.ledger import merkle
 from worker.ledger.row import leaf_bytes

@@ -32,11 +32,11 @@ from tests.integration.helpers import (
 )
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
-from worker.agents import markers
-from worker.agents.ledger_io import LedgerReader
 from worker.config import Settings, load_settings
 from worker.constants import TOPIC_EVENTS
 from worker.events import event_key
+from worker.io import markers
+from worker.io.ledger_reader import LedgerReader
 from worker.keys import TrustedKeys
 from worker.ledger.row import LedgerRow
 

@@ -24,10 +24,10 @@ from tests.integration.helpers import isolated_registry, unique, worker_process
 from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
-from worker.agents.ledger_io import LedgerReader
 from worker.config import Settings, load_settings
 from worker.constants import TOPIC_EVENTS
 from worker.events import CommitEvent, event_key
+from worker.io.ledger_reader import LedgerReader
 
 pytestmark = pytest.mark.stack
 

@@ -38,6 +38,6 @@ def test_the_receiver_does_not_reach_into_worker_internals(path: Path) -> None:
     assert not any(m.startswith("worker._internal") for m in _imports(path))
 
 
-@pytest.mark.parametrize("path", ["worker/_cli.py", "worker/_cli_coverage.py", "worker/agents/auditing.py"])
+@pytest.mark.parametrize("path", ["worker/_cli.py", "worker/_cli_coverage.py", "worker/io/ledger_audit.py"])
 def test_cli_and_auditor_use_no_kafka_or_lakefs_sdk_directly(path: str) -> None:
     assert not {m.split(".")[0] for m in _imports(ROOT / path)} & {"aiokafka", "lakefs_sdk"}

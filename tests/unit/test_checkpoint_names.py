@@ -7,10 +7,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.unit.rollback.fakes import FakeBucket
-from worker.agents.ledger_io import LedgerReader, checkpoint_origin, checkpoint_signer, verify_note
 from worker.config import load_settings
 from worker.constants import LEDGER_CHECKPOINT_KEY
 from worker.errors import ConfigError, VerificationError
+from worker.io.ledger_reader import LedgerReader, checkpoint_origin, checkpoint_signer, verify_note
 from worker.keys import TrustedKeys
 from worker.ledger.checkpoint import sign_checkpoint
 

@@ -1,4 +1,4 @@
-"""Coverage markers and watched targets, against an in-memory bucket (worker/agents/markers.py, reconciling.py)."""
+"""Coverage markers and watched targets, against an in-memory bucket (worker/io/markers.py, reconciling.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any, cast
 import pytest
 
 from worker._internal.s3 import Bucket
-from worker.agents import markers
-from worker.agents.reconciling import Target, watched_targets
-from worker.agents.runtime import Runtime
 from worker.config import load_settings
 from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError
 from worker.events import CommitEvent
+from worker.io import markers
+from worker.io.reconciling import Target, watched_targets
+from worker.io.runtime import Runtime
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 C1, C2 = "a" * 64, "b" * 64

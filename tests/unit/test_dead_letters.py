@@ -15,10 +15,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.unit.bundle.helpers import golden_key, sign_for
-from worker.agents.dead_letters import Reason, Refusal, Source, classify, decode_or_refuse, record, screen
 from worker.bundle.attest import pae, verify_envelope
 from worker.errors import IntegrityError, VerificationError
 from worker.events import decode_event
+from worker.io.dead_letters import Reason, Refusal, Source, classify, decode_or_refuse, record, screen
 from worker.keys import TrustedKeys, key_id
 from worker.ledger.row import parse_candidate
 from worker.rollback.request import decode_request

@@ -1,4 +1,4 @@
-"""worker.agents.verifying.check_bundle: the verification kfm verify, kfm restore and the rollback agent share.
+"""worker.io.verifying.check_bundle: the verification kfm verify, kfm restore and the rollback agent share.
 
 Driven over a bundle file and an in-memory ledger; the same path against a
 real registry is tests/integration/test_verify_cli.py.
@@ -14,9 +14,9 @@ import pytest
 from tests.unit.bundle.helpers import COMMIT, OTHER_COMMIT, build_bundle_bytes, golden_key, sign_for
 from tests.unit.ledger.factories import make_body
 from tests.unit.rollback.fakes import FakeLedger
-from worker.agents.verifying import check_bundle
 from worker.canonical import sha256_hex
 from worker.errors import IntegrityError, VerificationError
+from worker.io.verifying import check_bundle
 from worker.keys import TrustedKeys
 from worker.ledger.chain import next_row
 from worker.limits import DEFAULT_LIMITS, Limits

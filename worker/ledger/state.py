@@ -4,7 +4,7 @@ Pure and constant in memory: a :class:`Tip` is all the writer holds of the
 ledger (its size, the last row, the right edge of the Merkle tree, the rows of
 the open entry bundle), an :class:`Appender` decides a batch of candidates on
 it, and :func:`extend` says which immutable objects the batch adds. The I/O
-shell (``worker/agents/recording.py``) looks up the batch's commits, writes the
+shell (``worker/io/ledger_writer.py``) looks up the batch's commits, writes the
 head (the commit point) and then the objects; on a storage failure it throws
 the appender away and reloads the tip (the stored objects are the truth).
 

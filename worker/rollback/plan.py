@@ -1,6 +1,6 @@
 """What a rollback does, decided without I/O.
 
-The rollback handler (``worker/agents/rolling_back.py``) reads lakeFS, the
+The rollback handler (``worker/io/rolling_back.py``) reads lakeFS, the
 registry bucket and the ledger, hands what it read to these functions, and
 carries out what they return. Everything that decides (which row and bundle
 are acceptable, how the ref moves, which paths a revert copies and deletes,

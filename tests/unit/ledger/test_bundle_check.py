@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.unit.ledger.factories import make_body, make_chain
-from worker.agents.auditing import _BundleChecker
 from worker.errors import VerificationError
+from worker.io.ledger_audit import _BundleChecker
 from worker.ledger import merkle
 from worker.ledger.chain import LineChecker, check_bundle, next_row
 from worker.ledger.row import leaf_bytes

@@ -1,8 +1,8 @@
 """An in-memory lakeFS, registry bucket, producer and ledger for the rollback handler.
 
 Each fake implements only the narrow interface the handler declares
-(``worker/agents/rolling_back.py``: ``LakeFSPort``, ``BucketPort``; ``worker/agents/verifying.py``: ``LedgerPort``;
-and ``Sender`` from ``worker/agents/governance.py``), with the semantics it relies on:
+(``worker/io/rolling_back.py``: ``LakeFSPort``, ``BucketPort``; ``worker/io/verifying.py``: ``LedgerPort``;
+and ``Sender`` from ``worker/io/governance.py``), with the semantics it relies on:
 conditional puts that refuse a second writer, branches with a committed tree
 and a staging area, two-dot diffs between committed trees. What a test needs
 to see afterwards is kept in plain attributes (trees, objects, sent messages).

@@ -25,9 +25,9 @@ from tests.lineage_schema import errors as lineage_errors
 from tests.unit.bundle.helpers import build_bundle_bytes, golden_key, sign_for
 from tests.unit.ledger.factories import make_body
 from tests.unit.rollback.fakes import FakeBucket, FakeLakeFS, FakeLedger, FakeProducer, FakeRuntime, sha256
-from worker.agents.rolling_back import roll_back
 from worker.config import Settings
 from worker.constants import TOPIC_GOVERNANCE, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
+from worker.io.rolling_back import roll_back
 from worker.keys import TrustedKeys
 from worker.ledger.chain import next_row
 from worker.limits import Limits

@@ -1,0 +1,244 @@
+"""Bundle one commit: stage, package, attest, upload, hand to the ledger writer.
+
+The bundle bytes depend only on the commit (so a rebuild is byte-identical);
+run evidence (OpenLineage, OTel spans, energy/carbon) is stored beside it under
+``evidence/<commit>/<run>/`` and bound to it by digest in the signed
+attestation. Uploads are conditional: the first complete upload of a commit
+wins, and a later run that produced the same digest reuses it, so a crash or a
+redelivery at any point converges to one bundle and one index candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from worker.bundle.attest import build_statement, sign_statement, verify_envelope
+from worker.bundle.manifest import BundleManifest
+from worker.bundle.tarzst import write_bundle
+from worker.canonical import canonical_bytes, sha256_hex
+from worker.constants import (
+    ARTIFACTS_PREFIX,
+    ATTESTATIONS_PREFIX,
+    EVIDENCE_PREFIX,
+    TOPIC_LINEAGE,
+)
+from worker.errors import AlreadyExistsError, IntegrityError
+from worker.events import CommitEvent
+from worker.evidence import EnergyModel, measure, spans_to_otlp_json
+from worker.evidence.lineage import bundle_events
+from worker.io.ledger_writer import fault_point
+from worker.io.runtime import Runtime
+from worker.io.staging import Staged, stage_commit
+from worker.keys import TrustedKeys
+from worker.tracing import trace_buffer
+
+__all__ = ["BuiltBundle", "PublishedBundle", "build_bundle", "bundle_and_upload", "keys_of"]
+
+log = structlog.get_logger("kfm.bundler")
+tracer = trace.get_tracer("kfm.bundler")
+ZSTD_LEVEL = 10
+
+
+@dataclass(frozen=True)
+class BuiltBundle:
+    manifest: BundleManifest
+    path: Path
+    sha256: str
+    size: int
+    staged: Staged
+
+
+@dataclass(frozen=True)
+class PublishedBundle:
+    """What the ledger needs; built from the stored, verified objects."""
+
+    event: CommitEvent
+    artifact_uri: str
+    attestation_uri: str
+    bundle_sha256: str
+    key_id: str
+    run_id: str
+    trace_id: str
+    energy: dict[str, Any]
+    data_snapshot: list[dict[str, str]]
+    models: list[dict[str, str]]
+    configs: list[dict[str, str]]
+    created_at: str
+
+
+def keys_of(private: Ed25519PrivateKey) -> TrustedKeys:
+    return TrustedKeys([private.public_key()])
+
+
+async def build_bundle(rt: Runtime, event: CommitEvent, work: Path) -> BuiltBundle:
+    """Stage the commit and write its deterministic ``.tar.zst`` into ``work``."""
+    staged = await stage_commit(rt, event, work / "staging")
+    manifest = BundleManifest.build(
+        lakefs_repo=event.repository_id,
+        lakefs_branch=event.branch_id,
+        lakefs_commit=event.commit_id,
+        commit_created_at=staged.commit.creation_date,
+        members=staged.members,
+    )
+    out = work / f"{event.commit_id}.tar.zst"
+    with tracer.start_as_current_span("bundle.package") as span:
+
+        def _package() -> tuple[str, int]:
+            with out.open("wb") as f:
+                d = write_bundle(f, manifest, staged.files, mtime=manifest.commit_mtime, zstd_level=ZSTD_LEVEL)
+            return d.sha256, d.size
+
+        digest, size = await asyncio.to_thread(_package)
+        span.set_attribute("kfm.bundle_sha256", digest)
+        span.set_attribute("kfm.bundle_bytes", size)
+    return BuiltBundle(manifest, out, digest, size, staged)
+
+
+async def bundle_and_upload(
+    rt: Runtime, event: CommitEvent, signing_key: Ed25519PrivateKey, parent: Context | None = None
+) -> PublishedBundle:
+    """Steps 1-9 of the bundling process (docs/spec.md): everything before the ledger append.
+
+    Raises:
+        IntegrityError: bad data (missing object, invalid manifest, a stored
+            bundle with another digest); never retried.
+        TransientError: a dependency did not answer; safe to retry.
+    """
+    commit = event.commit_id
+    run_id = str(uuid.uuid4())
+    energy_model = EnergyModel(
+        rt.settings.energy_watts_per_cpu, rt.settings.energy_base_watts, rt.settings.energy_grid_kg_per_kwh
+    )
+    work = Path(tempfile.mkdtemp(prefix=f"bundle-{commit[:12]}-", dir=rt.work_dir))
+    structlog.contextvars.bind_contextvars(commit_id=commit, repository_id=event.repository_id, run_id=run_id)
+    try:
+        started = datetime.now(UTC)
+        with tracer.start_as_current_span("bundle", context=parent) as root:
+            trace_id_int = root.get_span_context().trace_id
+            trace_id = format(trace_id_int, "032x")
+            structlog.contextvars.bind_contextvars(trace_id=trace_id)
+            root.set_attribute("lakefs.repository", event.repository_id)
+            root.set_attribute("lakefs.commit", commit)
+            with measure(energy_model) as energy:
+                built = await build_bundle(rt, event, work)
+        finished = datetime.now(UTC)
+        artifact_key = f"{ARTIFACTS_PREFIX}{commit}.tar.zst"
+        lineage = bundle_events(
+            repository=event.repository_id, commit=commit, artifact_uri=rt.bucket.uri(artifact_key),
+            sha256=built.sha256, run_id=run_id, started=started, finished=finished,
+        )
+        evidence = {
+            "openlineage.json": canonical_bytes(lineage),
+            "otel-trace.json": canonical_bytes(
+                spans_to_otlp_json(trace_buffer().take(trace_id_int), "kfm-worker")
+            ),
+            "energy.json": canonical_bytes(energy.to_json()),
+        }
+        ev_prefix = f"{EVIDENCE_PREFIX}{commit}/{run_id}/"
+        statement = build_statement(
+            bundle_sha256=built.sha256,
+            lakefs_repo=event.repository_id,
+            lakefs_branch=event.branch_id,
+            lakefs_commit=commit,
+            builder_id=rt.settings.builder_id,
+            invocation_id=run_id,
+            started_on=started,
+            finished_on=finished,
+            byproducts={ev_prefix + name: sha256_hex(data) for name, data in evidence.items()},
+        )
+        envelope = sign_statement(statement, signing_key)
+
+        with tracer.start_as_current_span("bundle.upload", context=parent):
+            for name, data in evidence.items():
+                await rt.bucket.put(ev_prefix + name, data, if_none_match=True)
+            try:
+                await rt.bucket.upload_file(artifact_key, built.path)
+            except AlreadyExistsError:
+                await _check_existing_bundle(rt, artifact_key, built.sha256, work)
+            # A crash here leaves a bundle without its attestation: the redelivered event finishes it.
+            fault_point("bundle.after_artifact")
+            att_key = f"{ATTESTATIONS_PREFIX}{commit}.intoto.json"
+            try:
+                await rt.bucket.put(att_key, envelope, if_none_match=True)
+            except AlreadyExistsError:
+                log.info("bundle.attestation_exists", key=att_key)
+        for ev in lineage:
+            await rt.producer.send(rt.settings.topic(TOPIC_LINEAGE), canonical_bytes(ev), key=run_id.encode())
+        return await published_from_registry(rt, event, keys_of(signing_key), built)
+    finally:
+        structlog.contextvars.unbind_contextvars("commit_id", "repository_id", "run_id", "trace_id")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _check_existing_bundle(rt: Runtime, key: str, digest: str, work: Path) -> None:
+    """A stored bundle must be byte-identical to the rebuild, or it is an incident."""
+    _, existing = await rt.bucket.download(key, work / "existing.tar.zst", rt.settings.limits.max_bundle_bytes)
+    if existing != digest:
+        raise IntegrityError(
+            f"stored bundle {key} has sha256 {existing}, the rebuild has {digest}: not reproducible or tampered"
+        )
+    log.info("bundle.exists_identical", key=key)
+
+
+async def published_from_registry(
+    rt: Runtime, event: CommitEvent, trusted: TrustedKeys, built: BuiltBundle
+) -> PublishedBundle:
+    """Read the stored attestation and evidence back, verify them, and describe the bundle.
+
+    One code path for first runs and for retries after a crash: whatever is in
+    the registry is what the ledger records. The content summary comes from
+    this run's build, which has the stored bundle's digest (checked), so it
+    describes the stored bytes.
+    """
+    commit = event.commit_id
+    att_key = f"{ATTESTATIONS_PREFIX}{commit}.intoto.json"
+    envelope, _ = await rt.bucket.get(att_key, 1 << 20)
+    verified = verify_envelope(envelope, trusted)
+    if verified.lakefs_commit != commit:
+        raise IntegrityError(f"attestation {att_key} is for commit {verified.lakefs_commit}")
+    run_details = verified.statement["predicate"]["runDetails"]
+    run_id = str(run_details["metadata"]["invocationId"])
+    evidence: dict[str, bytes] = {}
+    for bp in run_details.get("byproducts", []):
+        data, _ = await rt.bucket.get(bp["name"], 16 << 20)
+        if sha256_hex(data) != bp["digest"]["sha256"]:
+            raise IntegrityError(f"evidence {bp['name']} does not match the attestation")
+        evidence[bp["name"].rsplit("/", 1)[-1]] = data
+    energy = json.loads(evidence.get("energy.json", b"{}"))
+    trace_doc = json.loads(evidence.get("otel-trace.json", b"{}"))
+    spans = [s for rs in trace_doc.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]]
+    if verified.subject_sha256 != built.sha256:
+        raise IntegrityError(
+            f"attestation {att_key} names sha256 {verified.subject_sha256}, bundle is {built.sha256}"
+        )
+    return PublishedBundle(
+        event=event,
+        artifact_uri=rt.bucket.uri(f"{ARTIFACTS_PREFIX}{commit}.tar.zst"),
+        attestation_uri=rt.bucket.uri(att_key),
+        bundle_sha256=verified.subject_sha256,
+        key_id=verified.key_id,
+        run_id=run_id,
+        trace_id=spans[0]["traceId"] if spans else "",
+        energy={
+            "kwh": energy.get("kwh", 0.0),
+            "co2e_kg": energy.get("co2e_kg", 0.0),
+            "method": energy.get("method", ""),
+        },
+        created_at=str(run_details["metadata"]["finishedOn"]),
+        data_snapshot=built.staged.data_snapshot,
+        models=built.staged.models,
+        configs=built.staged.configs,
+    )

@@ -1,0 +1,97 @@
+"""Verify a bundle for use: the one code path of `kfm verify`, `kfm restore` and the rollback agent.
+
+Each of them fetches a bundle and its attestation its own way and then calls
+:func:`check_bundle`, with the configured limits (``Settings.limits``), the
+commit the bundle is used for when it is known, and the ledger unless the
+user chose ``--offline``. So a bundle one of them refuses, the others refuse
+too, for the same reason in the same words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from worker.bundle.binding import check_recorded
+from worker.bundle.verify import VerifiedBundle, verify_bundle
+from worker.errors import VerificationError
+from worker.keys import TrustedKeys
+from worker.ledger.row import LedgerRow
+from worker.limits import Limits
+
+__all__ = ["CheckedBundle", "LedgerPort", "Proof", "check_bundle"]
+
+
+class LedgerPort(Protocol):
+    """The ledger reads a verification makes (:class:`worker.io.ledger_reader.LedgerReader`)."""
+
+    async def row_for(self, commit: str) -> LedgerRow | None: ...
+    async def prove(self, commit: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Proof:
+    """Where the bundle's row sits in the log: checked against the latest signed checkpoint.
+
+    Attributes:
+        row: the ledger row recording the bundle.
+        tree_size: rows covered by the checkpoint the inclusion proof checked against.
+        root: that checkpoint's Merkle root (hex).
+    """
+
+    row: LedgerRow
+    tree_size: int
+    root: str
+
+
+@dataclass(frozen=True)
+class CheckedBundle:
+    """A bundle fit for use.
+
+    Attributes:
+        bundle: what verification established (manifest, digest, signer).
+        proof: the ledger row and its inclusion; None when the ledger was not
+            consulted (``--offline``).
+    """
+
+    bundle: VerifiedBundle
+    proof: Proof | None
+
+
+async def check_bundle(
+    bundle: Path,
+    envelope: bytes,
+    trusted: TrustedKeys,
+    limits: Limits,
+    *,
+    commit: str | None,
+    ledger: LedgerPort | None,
+) -> CheckedBundle:
+    """Verify ``bundle`` and, unless ``ledger`` is None, that the registry recorded it.
+
+    Args:
+        bundle: the downloaded or local ``.tar.zst``.
+        envelope: its DSSE envelope.
+        trusted: keys that may sign attestations and checkpoints.
+        limits: the configured limits (``Settings.limits``).
+        commit: the commit the bundle is used for, if known
+            (:func:`worker.bundle.binding.bound_commit`, or a rollback's).
+        ledger: the registry's ledger; None skips it (air-gapped use).
+
+    Raises:
+        IntegrityError: the reason the bundle must not be used (a
+            :class:`~worker.errors.VerificationError` for a failed check).
+        OSError: the bundle cannot be read.
+    """
+    # Hashing and decompressing a large bundle is CPU and disk work: off the
+    # loop, so an agent's heartbeats and other agents keep running meanwhile.
+    verified = await asyncio.to_thread(verify_bundle, bundle, envelope, trusted, limits, expected_commit=commit)
+    if ledger is None:
+        return CheckedBundle(verified, None)
+    row = check_recorded(verified, await ledger.row_for(verified.manifest.lakefs_commit))
+    proof = await ledger.prove(row.lakefs_commit)
+    if proof.get("row_hash") != row.hash:
+        raise VerificationError(f"ledger: the proven row of commit {row.lakefs_commit[:12]} is not the row read")
+    return CheckedBundle(verified, Proof(row, int(proof["tree_size"]), str(proof["root"])))
