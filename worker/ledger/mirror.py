@@ -33,7 +33,7 @@ import yaml
 from pydantic import ValidationError
 
 from worker.constants import INDEX_JSONL_KEY
-from worker.errors import VerificationError
+from worker.errors import VerificationError, describe_validation_error
 from worker.ledger.chain import verify_chain
 from worker.ledger.row import LedgerRow
 from worker.utc import format_utc, parse_utc
@@ -153,8 +153,12 @@ def from_parquet(data: bytes) -> list[LedgerRow]:
             # Through JSON so that strict validation sees arrays and objects
             # exactly as it does for a JSONL line; floats round-trip via repr.
             rows.append(LedgerRow.model_validate_json(json.dumps(record)))
-        except (ValidationError, ValueError, TypeError) as e:
-            raise VerificationError(f"parquet mirror: row {position}: invalid: {e}") from e
+        except ValidationError as e:
+            raise VerificationError(
+                f"parquet mirror: row {position}: invalid: {describe_validation_error(e, '(row)')}"
+            ) from e
+        except (ValueError, TypeError) as e:
+            raise VerificationError(f"parquet mirror: row {position}: invalid: {type(e).__name__}") from e
     return rows
 
 

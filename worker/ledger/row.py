@@ -33,7 +33,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.canonical import canonical_bytes, sha256_hex
-from worker.errors import IntegrityError, VerificationError, describe_validation_error
+from worker.errors import IntegrityError, VerificationError, decode_json, describe_validation_error
 from worker.ids import BranchName, CommitId, RepoId, Sha256Hex
 from worker.utc import parse_utc
 
@@ -341,7 +341,4 @@ def parse_candidate(value: bytes, *, max_bytes: int = MAX_LINE_BYTES) -> IndexCa
     """
     if len(value) > max_bytes:
         raise IntegrityError(f"index candidate: larger than {max_bytes} bytes")
-    try:
-        return IndexCandidate.model_validate_json(value)
-    except ValidationError as e:
-        raise IntegrityError(f"index candidate: {describe_validation_error(e, whole='(row)')}") from e
+    return decode_json(IndexCandidate, value, "index candidate", whole="(row)")
