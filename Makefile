@@ -5,15 +5,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK := deploy/local/stack
 
-.PHONY: venv stack-up stack-down demo test test-unit test-faults lint typecheck check clean
+.PHONY: venv constraints wheel stack-up stack-down demo test test-unit test-faults lint typecheck check clean
 
-$(BIN)/kfm: pyproject.toml
+# pyproject.toml names compatible ranges; constraints.txt the exact versions the tests run against.
+$(BIN)/kfm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 venv: $(BIN)/kfm
+
+## After changing a dependency in pyproject.toml: install it, then record the exact versions.
+constraints:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python deploy/local/constraints.py > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+## The wheel, into dist/ (docs/deploy.md).
+wheel: venv
+	rm -rf build  # setuptools reuses build/lib: a module deleted from the tree would stay in the wheel
+	$(BIN)/pip wheel -q --no-deps -w dist .
 
 stack-up: venv
 	$(STACK) up
