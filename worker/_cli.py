@@ -450,6 +450,18 @@ def _ledger_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return _with_runtime(go, settings)
 
 
+def _ledger_vkey(args: argparse.Namespace, settings: Settings) -> int:
+    """The checkpoint signer's verifier key, so others check our checkpoints with their own tools."""
+    from worker.io.ledger_reader import checkpoint_origin, checkpoint_signer
+    from worker.keys import load_private_key
+    from worker.ledger.checkpoint import vkey
+
+    origin = checkpoint_origin(settings.checkpoint_name, settings.s3_bucket)
+    key = load_private_key(Path(settings.signing_key))
+    print(vkey(checkpoint_signer(settings.checkpoint_key_name, origin), key.public_key()))
+    return 0
+
+
 def _ledger_export(args: argparse.Namespace, settings: Settings) -> int:
     from worker.io.ledger_reader import export_jsonl
 
@@ -689,6 +701,9 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
     lv.set_defaults(handler=_ledger_verify)
     mg = ledger.add_parser("migrate", help="convert a single-file ledger (earlier versions) to the tiled layout")
     mg.set_defaults(handler=_ledger_migrate)
+    vk = ledger.add_parser(
+        "vkey", help="print the checkpoint signer's verifier key (C2SP signed-note form, as Go's sumdb/note takes it)")
+    vk.set_defaults(handler=_ledger_vkey)
     ex = ledger.add_parser("export", help="write the whole ledger as one JSONL file (the index view)")
     ex.add_argument("--out", help="a local file (default: s3://<bucket>/index/rollback-index.jsonl)")
     _add_key_option(ex)

@@ -35,7 +35,7 @@ from worker.io.ledger_writer import parquet_key
 from worker.keys import load_private_key
 from worker.ledger import merkle
 from worker.ledger.chain import verify_jsonl
-from worker.ledger.checkpoint import sign_checkpoint
+from worker.ledger.checkpoint import parse_and_verify, parse_vkey, sign_checkpoint
 from worker.ledger.head import Head
 from worker.ledger.tiles import entries_key, tile_key
 
@@ -119,6 +119,10 @@ async def test_fifty_commits_delivered_three_times_give_fifty_rows(
     origin, signature = note.split("\n", 1)[0], note.rsplit("\n\n", 1)[1]
     assert origin == checkpoint_origin(settings.checkpoint_name, settings.s3_bucket)
     assert signature.split(" ")[1] == origin
+    # `kfm ledger vkey` gives what another tool needs to check it: name and key, in one string.
+    name, public_key = parse_vkey(run_kfm(env, "ledger", "vkey").stdout.strip())
+    assert name == origin
+    assert parse_and_verify(note.encode(), name, public_key, origin).size == N
 
 
 async def _head(settings: Settings) -> Head:
