@@ -4,7 +4,7 @@ Why a reader of our own: ``StreamReader.read(n)`` returns whatever has arrived, 
 sent in several TCP segments (or chunks) was parsed from its first piece; aiohttp's own
 decompression fails inside its parser, where only a 500 can come out; and header values are
 decoded with ``surrogateescape``, so a byte that is not UTF-8 blew up the first ``encode()``.
-Here every failure is a :class:`Refused` with a 4xx status and a one-line reason, the body
+Here every failure is a :class:`RequestRefusedError` with a 4xx status and a one-line reason, the body
 limit holds on the wire and after decoding, whatever the transfer framing, and decoding
 stops one byte past the limit, so a decompression bomb costs no more than a full-size body.
 """
@@ -18,10 +18,11 @@ from aiohttp import StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
 
+from worker.errors import RequestRefusedError
+
 __all__ = [
     "CODINGS",
     "READ_HEADERS",
-    "Refused",
     "check_content_type",
     "check_headers",
     "content_coding",
@@ -40,15 +41,6 @@ CODINGS: dict[str, int] = {"identity": 0, "gzip": 16 + zlib.MAX_WBITS, "x-gzip":
                            "deflate": zlib.MAX_WBITS}
 
 
-class Refused(Exception):  # noqa: N818 - a refusal, not an error of ours
-    """The request cannot be accepted; ``status`` is the 4xx to answer, ``reason`` says why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 def header_values(raw_headers: Sequence[tuple[bytes, bytes]], name: str) -> list[bytes]:
     """Every value of header ``name`` (case-insensitive), as the bytes that arrived."""
     key = name.lower().encode("ascii")
@@ -59,7 +51,7 @@ def check_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
     """Refuse header values that are not UTF-8 and repeated headers the receiver reads.
 
     Raises:
-        Refused: 400, naming the header.
+        RequestRefusedError: 400, naming the header.
     """
     seen: set[str] = set()
     for name, value in raw_headers:
@@ -67,10 +59,10 @@ def check_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
         try:
             value.decode("utf-8")
         except UnicodeDecodeError:
-            raise Refused(400, f"header {key}: value is not UTF-8") from None
+            raise RequestRefusedError(400, f"header {key}: value is not UTF-8") from None
         if key in READ_HEADERS:
             if key in seen:
-                raise Refused(400, f"header {key}: given more than once")
+                raise RequestRefusedError(400, f"header {key}: given more than once")
             seen.add(key)
 
 
@@ -78,27 +70,27 @@ def check_content_type(value: bytes | None) -> None:
     """``application/json``, with no charset or ``charset=utf-8`` (JSON is UTF-8 on the wire).
 
     Raises:
-        Refused: 415.
+        RequestRefusedError: 415.
     """
     text = (value or b"").decode("utf-8", "replace")
     media, *params = (p.strip() for p in text.split(";"))
     if media.lower() != "application/json":
-        raise Refused(415, "Content-Type must be application/json")
+        raise RequestRefusedError(415, "Content-Type must be application/json")
     for param in params:
         key, _, val = param.partition("=")
         if key.strip().lower() == "charset" and val.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            raise Refused(415, "Content-Type charset must be utf-8")
+            raise RequestRefusedError(415, "Content-Type charset must be utf-8")
 
 
 def content_coding(value: bytes | None) -> str:
     """The body's one content coding: ``identity`` (also when absent), ``gzip`` or ``deflate``.
 
     Raises:
-        Refused: 415 for any other coding, or more than one.
+        RequestRefusedError: 415 for any other coding, or more than one.
     """
     coding = (value or b"identity").decode("utf-8", "replace").strip().lower()
     if coding not in CODINGS:
-        raise Refused(415, "Content-Encoding must be identity, gzip or deflate (one coding)")
+        raise RequestRefusedError(415, "Content-Encoding must be identity, gzip or deflate (one coding)")
     return coding
 
 
@@ -109,24 +101,24 @@ async def read_body(stream: StreamReader, limit: int, declared: int | None) -> b
     bounds the time (a client that stops sending must not hold the handler).
 
     Raises:
-        Refused: 413 past ``limit`` bytes; 400 if the framing is broken or the connection
+        RequestRefusedError: 413 past ``limit`` bytes; 400 if the framing is broken or the connection
             ends before the body does.
     """
     if declared is not None and declared > limit:
-        raise Refused(413, f"body larger than {limit} bytes")
+        raise RequestRefusedError(413, f"body larger than {limit} bytes")
     body = bytearray()
     while True:
         try:
             chunk = await stream.readany()
         except (RequestPayloadError, HttpProcessingError) as e:
-            raise Refused(400, f"body: broken transfer framing ({type(e).__name__})") from e
+            raise RequestRefusedError(400, f"body: broken transfer framing ({type(e).__name__})") from e
         except ConnectionError as e:
-            raise Refused(400, "body: connection closed before the body was complete") from e
+            raise RequestRefusedError(400, "body: connection closed before the body was complete") from e
         if not chunk:
             return bytes(body)
         body += chunk
         if len(body) > limit:
-            raise Refused(413, f"body larger than {limit} bytes")
+            raise RequestRefusedError(413, f"body larger than {limit} bytes")
 
 
 def decode_body(raw: bytes, coding: str, limit: int) -> bytes:
@@ -136,7 +128,7 @@ def decode_body(raw: bytes, coding: str, limit: int) -> bytes:
     the last one. Decoding stops one byte past the limit, so its cost is bounded by the limit.
 
     Raises:
-        Refused: 400 if the data is not valid for its coding; 413 if it decodes past ``limit``.
+        RequestRefusedError: 400 if the data is not valid for its coding; 413 if it decodes past ``limit``.
     """
     wbits = CODINGS[coding]
     if not wbits:
@@ -148,13 +140,13 @@ def decode_body(raw: bytes, coding: str, limit: int) -> bytes:
         try:
             out += d.decompress(data, limit + 1 - len(out))  # max_length >= 1: 0 would mean unbounded
         except zlib.error as e:
-            raise Refused(400, f"body: not valid {coding} data") from e
+            raise RequestRefusedError(400, f"body: not valid {coding} data") from e
         if len(out) > limit:
-            raise Refused(413, f"body larger than {limit} bytes once decoded")
+            raise RequestRefusedError(413, f"body larger than {limit} bytes once decoded")
         if not d.eof:
-            raise Refused(400, f"body: {coding} data ends early")
+            raise RequestRefusedError(400, f"body: {coding} data ends early")
         data = d.unused_data
         if not data:
             return bytes(out)
         if wbits != CODINGS["gzip"]:
-            raise Refused(400, f"body: data after the end of the {coding} stream")
+            raise RequestRefusedError(400, f"body: data after the end of the {coding} stream")

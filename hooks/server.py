@@ -20,7 +20,6 @@ from opentelemetry import trace
 
 from hooks.auth import token_matches
 from hooks.intake import (
-    Refused,
     check_content_type,
     check_headers,
     content_coding,
@@ -32,7 +31,7 @@ from hooks.payload import parse_webhook
 from worker.clients import Producer
 from worker.config import Settings
 from worker.constants import HEADER_REQUEST_ID, HOOK_TOKEN_HEADER, TOPIC_EVENTS
-from worker.errors import PayloadError, TransientError
+from worker.errors import PayloadError, RequestRefusedError, TransientError
 from worker.events import event_key
 from worker.topics import ensure_all_topics
 from worker.tracing import context_from_headers, headers_with_trace
@@ -66,7 +65,7 @@ async def webhook(request: web.Request) -> web.Response:
     try:
         try:
             return await _handle(request, settings, await _admit(request, settings), request_id)
-        except Refused as e:
+        except RequestRefusedError as e:
             log.info("webhook.refused", status=e.status, reason=e.reason)
             response = _error(e.status, e.reason, request_id)
             if not request.content.is_eof():
@@ -87,13 +86,13 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
         return None  # HTTP/1.0 has no 100 Continue; the header is ignored
     request_id = str(uuid.uuid4())
     raw_headers = request.raw_headers
-    refusal: Refused | None = None
+    refusal: RequestRefusedError | None = None
     if header_values(raw_headers, "Expect") != [b"100-continue"]:
-        refusal = Refused(417, "the only expectation understood is Expect: 100-continue")
+        refusal = RequestRefusedError(417, "the only expectation understood is Expect: 100-continue")
     elif not token_matches(_one(raw_headers, HOOK_TOKEN_HEADER), request.app[_TOKEN]):
-        refusal = Refused(401, f"missing, repeated or wrong {HOOK_TOKEN_HEADER} header")
+        refusal = RequestRefusedError(401, f"missing, repeated or wrong {HOOK_TOKEN_HEADER} header")
     elif (request.content_length or 0) > (limit := request.app[_SETTINGS].limits.max_webhook_bytes):
-        refusal = Refused(413, f"body larger than {limit} bytes")
+        refusal = RequestRefusedError(413, f"body larger than {limit} bytes")
     if refusal is not None:
         log.info("webhook.refused", status=refusal.status, reason=refusal.reason, request_id=request_id)
         response = _error(refusal.status, refusal.reason, request_id)
@@ -113,12 +112,12 @@ async def _admit(request: web.Request, settings: Settings) -> bytes:
     timeout, then the decoded body within the size limit.
 
     Raises:
-        Refused: 401, 400, 415, 413 or 408 with the reason.
+        RequestRefusedError: 401, 400, 415, 413 or 408 with the reason.
     """
     raw_headers = request.raw_headers
     if not token_matches(_one(raw_headers, HOOK_TOKEN_HEADER), request.app[_TOKEN]):
         log.warning("webhook.unauthorized", remote=request.remote)
-        raise Refused(401, f"missing, repeated or wrong {HOOK_TOKEN_HEADER} header")
+        raise RequestRefusedError(401, f"missing, repeated or wrong {HOOK_TOKEN_HEADER} header")
     check_headers(raw_headers)
     check_content_type(_one(raw_headers, "Content-Type"))
     coding = content_coding(_one(raw_headers, "Content-Encoding"))
@@ -128,7 +127,7 @@ async def _admit(request: web.Request, settings: Settings) -> bytes:
         async with asyncio.timeout(timeout):
             wire = await read_body(request.content, limit, request.content_length)
     except TimeoutError:
-        raise Refused(408, f"body not complete within {timeout:g} s") from None
+        raise RequestRefusedError(408, f"body not complete within {timeout:g} s") from None
     return decode_body(wire, coding, limit)
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "LeadershipLostError",
     "NotFoundError",
     "PayloadError",
+    "RequestRefusedError",
     "TransientError",
     "VerificationError",
     "decode_json",
@@ -86,6 +87,17 @@ class PayloadError(IntegrityError, ValueError):
     the same body again cannot make it acceptable. Also a ``ValueError``, as
     every refusal of a malformed value is.
     """
+
+
+class RequestRefusedError(IntegrityError):
+    """The webhook receiver refuses a request (framing, headers, coding, size, time);
+    ``status`` is the 4xx to answer, ``reason`` says why in one line. Sending the
+    same request again cannot make it acceptable, so it is never retried."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class LeadershipLostError(Exception):

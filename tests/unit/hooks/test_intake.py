@@ -15,7 +15,6 @@ from aiohttp.http_exceptions import TransferEncodingError
 from aiohttp.web import RequestPayloadError
 
 from hooks.intake import (
-    Refused,
     check_content_type,
     check_headers,
     content_coding,
@@ -23,6 +22,7 @@ from hooks.intake import (
     header_values,
     read_body,
 )
+from worker.errors import RequestRefusedError
 
 LIMIT = 1024
 
@@ -43,7 +43,7 @@ def test_header_values_are_case_insensitive_and_keep_every_repeat() -> None:
 )
 @pytest.mark.parametrize("name", [b"traceparent", b"X-KFM-Hook-Token", b"User-Agent", b"X-Anything"])
 def test_a_header_value_that_is_not_utf8_is_400_naming_the_header(name: bytes, value: bytes) -> None:
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         check_headers(((b"Host", b"x"), (name, value)))
     assert exc.value.status == 400
     assert exc.value.reason == f"header {name.decode().lower()}: value is not UTF-8"
@@ -51,7 +51,7 @@ def test_a_header_value_that_is_not_utf8_is_400_naming_the_header(name: bytes, v
 
 @pytest.mark.parametrize("name", [b"X-KFM-Hook-Token", b"Content-Encoding", b"traceparent", b"Content-Type"])
 def test_a_header_we_read_given_twice_is_400(name: bytes) -> None:
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         check_headers(((name, b"a"), (b"Host", b"x"), (name.upper(), b"a")))
     assert (exc.value.status, exc.value.reason) == (400, f"header {name.decode().lower()}: given more than once")
 
@@ -101,7 +101,7 @@ def test_json_media_types_pass(value: bytes) -> None:
     ],
 )
 def test_other_media_types_and_charsets_are_415(value: bytes | None, reason: str) -> None:
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         check_content_type(value)
     assert (exc.value.status, exc.value.reason) == (415, reason)
 
@@ -123,7 +123,7 @@ def test_supported_codings(value: bytes | None, coding: str) -> None:
 
 @pytest.mark.parametrize("value", [b"br", b"zstd", b"compress", b"snappy", b"gzip, gzip", b"gzip,identity", b"*"])
 def test_other_or_stacked_codings_are_415(value: bytes) -> None:
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         content_coding(value)
     assert exc.value.status == 415
 
@@ -166,7 +166,7 @@ def test_gzip_members_are_concatenated() -> None:
          "gzip as deflate"],
 )
 def test_malformed_coded_data_is_400(coding: str, wire: bytes, reason: str) -> None:
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         decode_body(wire, coding, LIMIT)
     assert (exc.value.status, exc.value.reason) == (400, reason)
 
@@ -175,13 +175,13 @@ def test_malformed_coded_data_is_400(coding: str, wire: bytes, reason: str) -> N
 def test_the_limit_is_inclusive_after_decoding(coding: str) -> None:
     compress = gzip.compress if coding == "gzip" else zlib.compress
     assert len(decode_body(compress(b"x" * LIMIT), coding, LIMIT)) == LIMIT
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         decode_body(compress(b"x" * (LIMIT + 1)), coding, LIMIT)
     assert (exc.value.status, exc.value.reason) == (413, f"body larger than {LIMIT} bytes once decoded")
 
 
 def test_the_limit_counts_every_gzip_member() -> None:
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         decode_body(gzip.compress(b"x" * 600) + gzip.compress(b"y" * 600), "gzip", LIMIT)
     assert exc.value.status == 413
 
@@ -189,7 +189,7 @@ def test_the_limit_counts_every_gzip_member() -> None:
 def test_a_decompression_bomb_stops_at_the_limit() -> None:
     bomb = gzip.compress(b"\0" * 1024**2, compresslevel=9) * 512  # 512 MiB in ~500 KiB of gzip members
     started = time.monotonic()
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         decode_body(bomb, "gzip", LIMIT)
     assert exc.value.status == 413
     assert time.monotonic() - started < 0.2  # decoding all of it takes seconds
@@ -228,7 +228,7 @@ async def test_an_empty_body_is_empty() -> None:
 
 async def test_a_declared_length_over_the_limit_reads_nothing() -> None:
     stream = mock.Mock(spec=StreamReader)
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         await read_body(stream, LIMIT, LIMIT + 1)
     assert exc.value.status == 413
     stream.readany.assert_not_called()
@@ -242,7 +242,7 @@ async def test_the_limit_holds_without_a_declared_length_and_is_inclusive() -> N
     stream = _stream()
     for _ in range(LIMIT // 100 + 1):
         stream.feed_data(b"x" * 100)  # chunked: the first piece is small, the whole is not
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         await read_body(stream, LIMIT, None)  # no EOF fed: it stops at the limit, not at the end
     assert exc.value.status == 413
 
@@ -264,7 +264,7 @@ async def test_a_body_that_breaks_off_is_400(error: Exception, reason: str) -> N
         stream.set_exception(error)
 
     failer = asyncio.create_task(fail())
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(RequestRefusedError) as exc:
         await read_body(stream, LIMIT, len(BODY))
     assert (exc.value.status, exc.value.reason) == (400, reason)
     await failer
