@@ -15,7 +15,7 @@ repository whose post-commit action calls the receiver, and then:
 
 Prints a table and writes the figures as JSON (``--out``).
 
-Usage: .venv/bin/python deploy/bench/bench_commit_latency.py [--n 200] [--out commit-latency.json]
+Usage: .venv/bin/python bench/bench_commit_latency.py [--n 200] [--out commit-latency.json]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

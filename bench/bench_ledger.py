@@ -28,7 +28,7 @@ objects are uploaded (entry bundles, full tiles, the final partial tiles, a few
 archived checkpoints, ``ledger/checkpoint``, ``ledger/head`` and the row objects
 of the commits queried).
 
-Usage: .venv/bin/python deploy/bench/bench_ledger.py [--sizes 10000 100000 1000000]
+Usage: .venv/bin/python bench/bench_ledger.py [--sizes 10000 100000 1000000]
        [--out ledger-bench.json] [--keep]
 """
 
@@ -59,7 +59,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -6,7 +6,7 @@ import os
 import shlex
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def stack_env() -> dict[str, str]:

@@ -8,7 +8,7 @@ files (the machine is shared and noisy, so absolute seconds mean little):
 - ours: ``write_bundle`` (manifest, per-member SHA-256 re-check, whole-bundle
   hash, deterministic headers) and ``verify_bundle`` (signature, two passes).
 
-Usage: python deploy/bench/bench_bundle.py [--mib 256] [--repeat 3]
+Usage: python bench/bench_bundle.py [--mib 256] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import zstandard
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
