@@ -59,11 +59,12 @@ def main() -> None:
         raw += project["optional-dependencies"][extra]
     roots = [r for r in map(Requirement, raw) if r.marker is None or r.marker.evaluate()]
     pins = closure(roots)
-    print("# The exact versions the test suite runs against: every distribution that")
-    print("# `pip install '.[dev]'` installs, and nothing else. `make venv` installs with")
-    print("# `-c constraints.txt`; regenerate with `make constraints` after changing a dependency.")
-    for name in sorted(pins):
-        print(f"{name}=={pins[name]}")
+    sys.stdout.write(
+        "# The exact versions the test suite runs against: every distribution that\n"
+        "# `pip install '.[dev]'` installs, and nothing else. `make venv` installs with\n"
+        "# `-c constraints.txt`; regenerate with `make constraints` after changing a dependency.\n"
+    )
+    sys.stdout.writelines(f"{name}=={pins[name]}\n" for name in sorted(pins))
 
 
 if __name__ == "__main__":

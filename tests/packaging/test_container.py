@@ -1,0 +1,133 @@
+"""The container image definition keeps its promises: non-root, no build tools, health checks.
+
+The rules are read off deploy/container/Containerfile itself, so they hold for any builder. The
+image is also built and run, with buildah from Debian's packages on a base image made from
+Debian's packages (deploy/container/build-local.sh), when KFM_TEST_CONTAINER_BUILD=1: no
+container registry is reachable from here, and building the base and the image takes minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTAINERFILE = ROOT / "deploy" / "container" / "Containerfile"
+GOLDEN = ROOT / "tests" / "data" / "bundle"
+BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|python3-dev|cargo|rustc|apt-get|apt)\b")
+
+
+def _stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Stage name -> (the image it is FROM, its instructions as (KEYWORD, arguments))."""
+    text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text(encoding="utf-8"))
+    stages: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", rest.strip(), re.IGNORECASE)
+            assert m, f"every stage is named: FROM {rest}"
+            current = []
+            stages[m.group(2)] = (m.group(1), current)
+        elif stages:
+            current.append((keyword, rest.strip()))
+    return stages
+
+
+def _lineage(stages: dict[str, tuple[str, list[tuple[str, str]]]], name: str) -> list[str]:
+    """The stage and the stages it is built FROM, nearest first."""
+    chain = [name]
+    while stages[chain[-1]][0] in stages:
+        chain.append(stages[chain[-1]][0])
+    return chain
+
+
+FINAL = ("receiver", "worker")
+
+
+def test_final_images_run_kfm_as_a_non_root_user() -> None:
+    stages = _stages()
+    assert set(FINAL) <= set(stages)
+    assert list(stages)[-1] == "worker", "a build without --target gives the worker"
+    for name in FINAL:
+        chain = _lineage(stages, name)
+        assert "builder" not in chain
+        instructions = [i for s in reversed(chain) for i in stages[s][1]]
+        users = [args for kw, args in instructions if kw == "USER"]
+        assert users and users[-1].split(":")[0] not in ("0", "root"), f"{name}: runs as {users}"
+        assert re.fullmatch(r"\d+:\d+", users[-1]), "a numeric user, so runAsNonRoot can check it"
+        entry = [args for kw, args in instructions if kw == "ENTRYPOINT"]
+        assert entry and json.loads(entry[-1]) == ["kfm"]
+
+
+def test_final_images_have_a_health_check_and_a_command_of_their_own() -> None:
+    stages = _stages()
+    expected = {"receiver": ["hooks", "serve"], "worker": ["worker"]}
+    for name in FINAL:
+        own = stages[name][1]
+        checks = [args for kw, args in own if kw == "HEALTHCHECK"]
+        assert len(checks) == 1, f"{name}: one HEALTHCHECK"
+        assert "CMD" in checks[0]
+        cmds = [json.loads(args) for kw, args in own if kw == "CMD"]
+        assert cmds == [expected[name]]
+    receiver_check = next(args for kw, args in stages["receiver"][1] if kw == "HEALTHCHECK")
+    assert "/healthz" in receiver_check
+
+
+def test_no_build_tools_in_the_final_stages() -> None:
+    """The runtime stages install nothing and copy only the finished environment from the builder."""
+    stages = _stages()
+    for name in {s for f in FINAL for s in _lineage(stages, f)}:
+        for kw, args in stages[name][1]:
+            if kw == "RUN":
+                assert not BUILD_TOOLS.search(args), f"{name}: RUN {args}"
+                assert "pip install" not in args, f"{name}: installs into the final image: {args}"
+            if kw in ("COPY", "ADD"):
+                assert kw == "COPY" and args == "--from=builder /opt/kfm /opt/kfm", f"{name}: {kw} {args}"
+
+
+@pytest.mark.skipif(os.environ.get("KFM_TEST_CONTAINER_BUILD") != "1",
+                    reason="set KFM_TEST_CONTAINER_BUILD=1 to build the image with buildah (root, minutes)")
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("target", FINAL)
+def test_the_image_builds_and_runs(target: str, tmp_path: Path) -> None:
+    assert shutil.which("buildah"), "KFM_TEST_CONTAINER_BUILD=1 needs buildah and debootstrap (apt-get install)"
+    built = subprocess.run([str(ROOT / "deploy" / "container" / "build-local.sh"), target], capture_output=True,
+                           text=True, timeout=1800, check=False)
+    assert built.returncode == 0, built.stderr[-4000:]
+    image = built.stdout.strip()
+    buildah = ["buildah", "--storage-driver", "vfs"]
+    config = json.loads(subprocess.run([*buildah, "inspect", "--type", "image", image], capture_output=True,
+                                       text=True, check=True).stdout)["Docker"]["config"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["kfm"]
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+
+    for name in ("golden.tar.zst", "golden.dsse.json", "golden.pub"):
+        shutil.copy2(GOLDEN / name, tmp_path / name)
+    ctr = subprocess.run([*buildah, "from", image], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*buildah, "run", "--isolation", "chroot", "-v", f"{tmp_path}:/data:ro", ctr,
+                                   "--", *cmd], capture_output=True, text=True, timeout=120, check=False)
+
+        assert run("kfm", "--version").stdout.startswith("kfm ")
+        verified = run("kfm", "verify", "--offline", "--attestation", "/data/golden.dsse.json",
+                       "--key", "/data/golden.pub", "/data/golden.tar.zst")
+        assert verified.returncode == 0, verified.stderr
+        assert verified.stdout.startswith("OK: bundle /data/golden.tar.zst")
+        assert run("id", "-u").stdout.strip() == "10001"
+        for tool in ("gcc", "cc", "make", "pip"):
+            assert run("sh", "-c", f"command -v {tool}").returncode != 0, f"{tool} is in the image"
+    finally:
+        subprocess.run([*buildah, "rm", ctr], capture_output=True, check=False)
