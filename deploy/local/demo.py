@@ -25,10 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 KFM = [sys.executable, "-m", "worker._cli"]
+# The stack `deploy/local/stack up` started: its state dir, as every other script reads it.
+STACK = Path(os.environ.get("KFM_STACK_DIR", ROOT / ".stack"))
 
 
 def load_env() -> None:
-    for line in (ROOT / ".stack" / "env").read_text().splitlines():
+    for line in (STACK / "env").read_text().splitlines():
         if line.startswith("export "):
             k, _, v = line[7:].partition("=")
             os.environ[k] = shlex.split(v)[0] if v else ""
@@ -50,7 +52,7 @@ def kfm(*args: str, check: bool = True) -> str:
 
 
 def start(name: str, *args: str) -> subprocess.Popen[bytes]:
-    log = open(ROOT / ".stack" / "logs" / f"demo-{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    log = open(STACK / "logs" / f"demo-{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen([*KFM, *args], stdout=log, stderr=log, cwd=ROOT)
 
 
@@ -70,7 +72,7 @@ async def wait_rows(commits: set[str], timeout: float = 240) -> None:
             if all(rows) and max(r.seq for r in rows if r) < await reader.size():
                 return
             await asyncio.sleep(1)
-    raise SystemExit(f"not recorded in {timeout}s: {sorted(commits)}; see .stack/logs/demo-worker.log")
+    raise SystemExit(f"not recorded in {timeout}s: {sorted(commits)}; see {STACK}/logs/demo-worker.log")
 
 
 async def main() -> int:
