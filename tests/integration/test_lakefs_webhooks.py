@@ -70,6 +70,6 @@ async def test_commit_and_merge_produce_matching_events(stack_env: dict[str, str
 
 
 def test_action_template_is_committed() -> None:
-    path = Path(__file__).resolve().parents[2] / "deploy" / "lakefs" / ACTION_PATH
-    text = path.read_text()
+    # Package data, so that an installed wheel can render it (hooks/install.py).
+    text = (Path(__file__).resolve().parents[2] / "hooks" / "lakefs_action.yaml").read_text()
     assert "LAKEFSACTION_KFM_HOOK_TOKEN" in text and "post-merge" in text
