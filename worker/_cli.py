@@ -269,7 +269,6 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
     """
     from worker._internal.s3 import open_bucket
     from worker.bundle.binding import bound_commit
-    from worker.bundle.extract import extract_bundle
     from worker.errors import IntegrityError
     from worker.io.ledger_reader import LedgerReader
     from worker.io.verifying import check_bundle
@@ -281,14 +280,10 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
         commit = bound_commit(args.commit, args.bundle)
         bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp)
         if args.offline:
-            checked = await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=None)
-        else:
-            async with open_bucket(settings) as registry:
-                ledger = LedgerReader(registry, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
-                checked = await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=ledger)
-        if to is not None:
-            await asyncio.to_thread(extract_bundle, bundle, to, limits, expected_sha256=checked.bundle.sha256)
-        return checked
+            return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=None, extract_to=to)
+        async with open_bucket(settings) as registry:
+            ledger = LedgerReader(registry, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
+            return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=ledger, extract_to=to)
 
     with tempfile.TemporaryDirectory(prefix="kfm-verify-") as tmp:
         try:

@@ -1,34 +1,39 @@
-"""Safe extraction of a bundle for a restore.
+"""Safe extraction of a bundle for a restore: verified and written in one pass, published all at once.
 
 Why not ``tarfile.extractall``: even with the ``data`` filter it creates
 directories from entries, follows its own link rules and writes straight into
-the destination. Here every entry goes through the same checks as
-verification (regular files only, safe relative paths, limits, sizes and
-digests against the manifest), files are created with ``O_EXCL|O_NOFOLLOW``
-in a fresh private temporary directory next to the destination, re-hashed
-from disk, and only then renamed into place. On any failure the temporary
-directory is removed and the destination is left as it was.
+the destination. Here every entry goes through verification itself
+(:func:`~worker.bundle._reader.read_bundle`: regular files only, safe relative
+paths, limits, sizes and digests against the manifest) while it streams into
+files created with ``O_EXCL|O_NOFOLLOW`` in a fresh private staging directory
+next to the destination. Only when the whole bundle has passed (its digest
+included, which is known only at its last byte) is the staging directory
+renamed into place; on any failure it is removed and the destination is left
+as it was.
+
+Why no second read of the extracted files: each member's digest is computed
+on the very chunks written to its file, and after the last write the file's
+size on disk is checked against the manifest; hashing the files again would
+re-read the page cache (not the disk) and double the cost of a restore.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO
 
-from worker.bundle._reader import hash_stream, read_bundle
+from worker.bundle._reader import MemberSink, read_bundle
 from worker.bundle.manifest import BundleManifest, BundleMember, show_path
-from worker.bundle.tarzst import CHUNK_SIZE
 from worker.errors import VerificationError
 from worker.limits import Limits
 
-__all__ = ["ExtractedBundle", "extract_bundle"]
+__all__ = ["ExtractedBundle", "Staging", "extract_bundle", "staged_extraction"]
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -47,60 +52,106 @@ class ExtractedBundle:
 
 
 class _DirSink:
-    """Write each member to a new file under ``root`` (our private temp dir)."""
+    """Write each member to a new file under ``root`` (our private staging dir)."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._file: BinaryIO | None = None
-        self._name = ""
+        self._fd = -1
+        self._member: BundleMember | None = None
+        self._dirs: set[Path] = {root}
 
     def begin(self, member: BundleMember) -> None:
-        self._name = show_path(member.path)
         target = self._root.joinpath(*member.path.split("/"))
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, _CREATE_FLAGS, 0o644)
+            if target.parent not in self._dirs:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(target.parent)
+            self._fd = os.open(target, _CREATE_FLAGS, 0o644)
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:
             # e.g. two names that collide on a case-insensitive filesystem.
             raise VerificationError(
-                f"member {self._name}: cannot create: clashes with another member"
+                f"member {show_path(member.path)}: cannot create: clashes with another member"
             ) from e
-        self._file = os.fdopen(fd, "wb")
+        self._member = member
 
     def write(self, data: bytes) -> None:
-        assert self._file is not None  # begin() always runs first
-        self._file.write(data)
+        view = memoryview(data)
+        while view:  # os.write may write short
+            view = view[os.write(self._fd, view) :]
 
     def end(self) -> None:
-        self.close()
+        assert self._member is not None  # begin() always runs first
+        member, fd = self._member, self._fd
+        self._member, self._fd = None, -1
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size != member.size:
+            raise VerificationError(
+                f"member {show_path(member.path)}: extracted file has {size} bytes, the manifest {member.size}"
+            )
 
     def close(self) -> None:
-        if self._file is not None:
-            f, self._file = self._file, None
-            f.close()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
 
-def _recheck(root: Path, manifest: BundleManifest) -> None:
-    """Re-hash every extracted file from disk against the manifest.
+class Staging:
+    """A private directory beside the destination that becomes it only by :meth:`publish`.
 
-    Why again: the stream was hashed on its way in; this catches anything
-    between the stream and the disk (short writes, a bug in the sink).
+    Attributes:
+        sink: where a verification streams the members
+            (:func:`~worker.bundle.verify.verify_bundle`'s ``sink``).
     """
-    buf = bytearray(CHUNK_SIZE)
-    view = memoryview(buf)
-    for m in manifest.members:
-        path = root.joinpath(*m.path.split("/"))
-        digest = hashlib.sha256()
-        size = 0
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            while n := f.readinto(view):
-                digest.update(view[:n])
-                size += n
-        if size != m.size or digest.hexdigest() != m.sha256:
-            raise VerificationError(
-                f"member {show_path(m.path)}: extracted file does not match the manifest"
-            )
+
+    def __init__(self, dest_dir: Path) -> None:
+        if dest_dir.is_symlink() or (
+            dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir()))
+        ):
+            raise FileExistsError(f"{dest_dir}: exists and is not an empty directory")
+        self._dest = dest_dir
+        self._tmp = Path(
+            tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".partial", dir=dest_dir.parent)
+        )
+        self._sink = _DirSink(self._tmp)
+        self.sink: MemberSink = self._sink
+        self.published = False
+
+    def publish(self, manifest: BundleManifest) -> ExtractedBundle:
+        """Rename the staging directory into place: call only once every check passed.
+
+        Raises:
+            OSError: the destination was filled meanwhile (the staging
+                directory is then removed by :func:`staged_extraction`).
+        """
+        self._sink.close()
+        # Replaces dest_dir if it is an empty directory; fails if someone
+        # filled it meanwhile.
+        self._tmp.replace(self._dest)
+        self.published = True
+        files = {m.path: self._dest.joinpath(*m.path.split("/")) for m in manifest.members}
+        return ExtractedBundle(manifest=manifest, files=MappingProxyType(files))
+
+    def discard(self) -> None:
+        self._sink.close()
+        if not self.published:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_extraction(dest_dir: Path) -> Iterator[Staging]:
+    """A :class:`Staging` for ``dest_dir``, removed on leaving unless it was published.
+
+    Raises:
+        FileExistsError: ``dest_dir`` exists and is not an empty directory.
+    """
+    staging = Staging(dest_dir)
+    try:
+        yield staging
+    finally:
+        staging.discard()
 
 
 def extract_bundle(
@@ -110,18 +161,20 @@ def extract_bundle(
     *,
     expected_sha256: str | None = None,
 ) -> ExtractedBundle:
-    """Extract ``bundle_path`` into ``dest_dir``, all or nothing.
+    """Extract ``bundle_path`` into ``dest_dir``, all or nothing, in one pass over the file.
 
     Args:
         bundle_path: the ``.tar.zst`` bundle.
         dest_dir: must not exist, or be an empty directory; its parent must
-            exist (the temporary directory is created there so the final
+            exist (the staging directory is created there so the final
             rename stays on one filesystem).
         limits: bounds on everything read (``Settings.limits``; no default,
             so extraction obeys the same numbers as verification).
-        expected_sha256: the bundle digest from :func:`verify_bundle`. Pass
-            it: the bundle is then authenticated again before it is parsed,
-            so a file swapped between verification and restore is refused.
+        expected_sha256: the bundle's digest (the attested subject, or the
+            ledger row's). Pass it: nothing is published unless the bytes
+            extracted are the bytes it names. To verify the signature as
+            well in the same pass, use :func:`~worker.bundle.verify.verify_bundle`
+            with a :func:`staged_extraction`'s sink.
 
     Returns:
         The manifest and the extracted file of every member.
@@ -132,35 +185,11 @@ def extract_bundle(
         FileExistsError: ``dest_dir`` exists and is not an empty directory.
         OSError: the bundle cannot be read or the files cannot be written.
     """
-    if dest_dir.is_symlink() or (
-        dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir()))
-    ):
-        raise FileExistsError(f"{dest_dir}: exists and is not an empty directory")
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".partial", dir=dest_dir.parent)
-    )
-    try:
-        sink = _DirSink(tmp)
-        with bundle_path.open("rb") as f:
-            if expected_sha256 is not None:
-                sha256, _ = hash_stream(f, limits.max_bundle_bytes)
-                if sha256 != expected_sha256:
-                    raise VerificationError(
-                        f"bundle: sha256 {sha256} does not match expected {expected_sha256}"
-                    )
-                f.seek(0)
-            try:
-                result = read_bundle(f, limits, sink)
-            finally:
-                sink.close()
-        if expected_sha256 is not None and result.sha256 != expected_sha256:
-            raise VerificationError("bundle: changed while being extracted")
-        _recheck(tmp, result.manifest)
-        # Replaces dest_dir if it is an empty directory; fails if someone
-        # filled it meanwhile, and the except below cleans up.
-        tmp.replace(dest_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    files = {m.path: dest_dir.joinpath(*m.path.split("/")) for m in result.manifest.members}
-    return ExtractedBundle(manifest=result.manifest, files=MappingProxyType(files))
+
+    def check_digest(sha256: str) -> None:
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            raise VerificationError(f"bundle: sha256 {sha256} does not match expected {expected_sha256}")
+
+    with staged_extraction(dest_dir) as staging, bundle_path.open("rb") as f:
+        result = read_bundle(f, limits, staging.sink, check_digest=check_digest)
+        return staging.publish(result.manifest)

@@ -18,9 +18,16 @@ configured ``KFM_LIMIT_*``; there is no default, so no caller can fall back
 to other numbers), and once the manifest is read, the decompressed stream by
 what the manifest declares.
 
-Why authenticate (2) before parsing (3-5): the zstd and tar parsers then only
-ever see bytes a trusted key vouched for. The bundle is read twice; the second
-pass hashes again so a file that changes between the passes is caught.
+Why one pass: the bundle is read once, and its SHA-256 (2), the zstd
+decoding (3) and the member digests (4-5) are all computed on the same bytes
+as they stream past (hashes on other threads, see :mod:`._reader`), so
+verification costs about what ``zstd -dc | sha256`` costs and a file that
+changes under us cannot pass one check with one content and another check
+with another. The parsers do see the bytes before (2) has vouched for them;
+they are bounded by the limits, hold nothing back, and nothing they produce
+is returned or published unless (2) matches in the end. When parsing fails,
+the rest of the file is hashed all the same, so a file nobody signed is
+reported as that (2), not as the parse error its tampering caused.
 Every path that does not return a :class:`VerifiedBundle` raises.
 """
 
@@ -32,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from worker.bundle._reader import DiscardSink, hash_stream, read_bundle
+from worker.bundle._reader import DiscardSink, MemberSink, read_bundle
 from worker.bundle.attest import VerifiedStatement, bundle_name, verify_envelope
 from worker.bundle.manifest import MANIFEST_NAME, BundleManifest
 from worker.errors import VerificationError
@@ -67,10 +74,6 @@ def _open(bundle: Path | BinaryIO) -> Iterator[BinaryIO]:
         with bundle.open("rb") as f:
             yield f
         return
-    if not bundle.seekable():
-        # Two passes (authenticate, then parse) need to rewind; spool a
-        # non-seekable download to a temporary file first.
-        raise ValueError("bundle stream must be seekable")
     yield bundle
 
 
@@ -81,22 +84,27 @@ def verify_bundle(
     limits: Limits,
     *,
     expected_commit: str | None = None,
+    sink: MemberSink | None = None,
 ) -> VerifiedBundle:
     """Run steps 1-6 on ``bundle``; return what was verified.
 
     Args:
-        bundle: path, or a seekable binary stream positioned at the bundle's
-            first byte (it is left open).
+        bundle: path, or a binary stream positioned at the bundle's first
+            byte, read once to its end (it is left open; a pipe will do).
         envelope_bytes: the DSSE envelope holding the attestation.
         trusted_keys: keys whose signatures are accepted.
         limits: bounds on everything read (``Settings.limits``).
         expected_commit: if given, the commit the bundle is used for; the
             attestation and the manifest must both name it, so a valid
             bundle of another commit stored under this one's name is refused.
+        sink: receives every member's content as it is verified (an
+            extraction); a member reaches ``sink.end`` only once its own
+            size and digest matched, but the bundle as a whole is verified
+            only when this returns, so the caller must not publish what the
+            sink wrote before then.
 
     Raises:
         VerificationError: naming the step and what failed.
-        ValueError: ``bundle`` is a stream that cannot seek.
         OSError: ``bundle`` cannot be read.
     """
     # (1) DSSE signature by a trusted key.
@@ -106,20 +114,19 @@ def verify_bundle(
             f"attestation: is for commit {statement.lakefs_commit}, not {expected_commit}"
         )
 
-    with _open(bundle) as f:
-        start = f.tell()
+    def check_subject(sha256: str) -> None:
         # (2) bundle SHA-256 equals the attestation subject digest.
-        sha256, size = hash_stream(f, limits.max_bundle_bytes)
         if sha256 != statement.subject_sha256:
             raise VerificationError(
                 f"bundle: sha256 {sha256} does not match attestation subject"
                 f" {statement.subject_sha256}"
             )
-        f.seek(start)
-        # (3)-(5) decode, check the tar, check every member against the manifest.
-        result = read_bundle(f, limits, DiscardSink())
-        if (result.sha256, result.size) != (sha256, size):
-            raise VerificationError("bundle: changed while being verified")
+
+    with _open(bundle) as f:
+        # (2)-(5) in one pass: decode, check the tar and every member against
+        # the manifest, and the whole file's digest against the attestation.
+        result = read_bundle(f, limits, sink or DiscardSink(), check_digest=check_subject)
+    sha256, size = result.sha256, result.size
 
     # (6) the attestation is about this manifest's commit (and so, via the
     # subject name, step 2's name check).

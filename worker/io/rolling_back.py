@@ -46,7 +46,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from worker._internal.lakefs import ObjectInfo
-from worker.bundle.extract import extract_bundle
 from worker.canonical import canonical_bytes
 from worker.constants import EVIDENCE_PREFIX, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
 from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError, VerificationError
@@ -292,11 +291,13 @@ async def _verify(rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys,
     check_bundle_digest(digest, row)  # the cheap refusal first: no parsing of a bundle not recorded
     envelope, _ = await rt.bucket.get(recorded.envelope_key, limits.max_envelope_bytes)
     # The same verification as kfm verify and kfm restore: limits, binding to
-    # the commit, the row's digest and its inclusion proof.
-    await check_bundle(bundle, envelope, trusted, limits, commit=req.commit, ledger=ledger)
-    extracted = await asyncio.to_thread(
-        extract_bundle, bundle, work / "x", limits, expected_sha256=row.checksums.artifact_sha256
+    # the commit, the row's digest and its inclusion proof; extracted in the
+    # same pass, the files published only once all of it passed.
+    checked = await check_bundle(
+        bundle, envelope, trusted, limits, commit=req.commit, ledger=ledger, extract_to=work / "x"
     )
+    extracted = checked.extracted
+    assert extracted is not None  # extract_to was given
     return _Verified(
         row=row,
         files=extracted.files,

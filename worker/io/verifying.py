@@ -5,6 +5,10 @@ Each of them fetches a bundle and its attestation its own way and then calls
 commit the bundle is used for when it is known, and the ledger unless the
 user chose ``--offline``. So a bundle one of them refuses, the others refuse
 too, for the same reason in the same words.
+
+A restore passes ``extract_to``: the members are then written into a staging
+directory during the one verification pass, and the directory is renamed
+into place only after every check, the ledger's included, has passed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from worker.bundle._reader import MemberSink
 from worker.bundle.binding import check_recorded
+from worker.bundle.extract import ExtractedBundle, staged_extraction
 from worker.bundle.verify import VerifiedBundle, verify_bundle
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
@@ -54,10 +60,12 @@ class CheckedBundle:
         bundle: what verification established (manifest, digest, signer).
         proof: the ledger row and its inclusion; None when the ledger was not
             consulted (``--offline``).
+        extracted: the published files, when ``extract_to`` was given.
     """
 
     bundle: VerifiedBundle
     proof: Proof | None
+    extracted: ExtractedBundle | None = None
 
 
 async def check_bundle(
@@ -68,6 +76,7 @@ async def check_bundle(
     *,
     commit: str | None,
     ledger: LedgerPort | None,
+    extract_to: Path | None = None,
 ) -> CheckedBundle:
     """Verify ``bundle`` and, unless ``ledger`` is None, that the registry recorded it.
 
@@ -79,15 +88,41 @@ async def check_bundle(
         commit: the commit the bundle is used for, if known
             (:func:`worker.bundle.binding.bound_commit`, or a rollback's).
         ledger: the registry's ledger; None skips it (air-gapped use).
+        extract_to: extract the members there (an empty or missing
+            directory), in the same pass; nothing appears there unless every
+            check passed.
 
     Raises:
         IntegrityError: the reason the bundle must not be used (a
             :class:`~worker.errors.VerificationError` for a failed check).
-        OSError: the bundle cannot be read.
+        FileExistsError: ``extract_to`` exists and is not an empty directory.
+        OSError: the bundle cannot be read, or the files cannot be written.
     """
+    if extract_to is None:
+        return await _check(bundle, envelope=envelope, trusted=trusted, limits=limits, commit=commit,
+                            ledger=ledger, sink=None)
+    with staged_extraction(extract_to) as staging:
+        checked = await _check(bundle, envelope=envelope, trusted=trusted, limits=limits, commit=commit,
+                               ledger=ledger, sink=staging.sink)
+        extracted = await asyncio.to_thread(staging.publish, checked.bundle.manifest)
+    return CheckedBundle(checked.bundle, checked.proof, extracted)
+
+
+async def _check(
+    bundle: Path,
+    *,
+    envelope: bytes,
+    trusted: TrustedKeys,
+    limits: Limits,
+    commit: str | None,
+    ledger: LedgerPort | None,
+    sink: MemberSink | None,
+) -> CheckedBundle:
     # Hashing and decompressing a large bundle is CPU and disk work: off the
     # loop, so an agent's heartbeats and other agents keep running meanwhile.
-    verified = await asyncio.to_thread(verify_bundle, bundle, envelope, trusted, limits, expected_commit=commit)
+    verified = await asyncio.to_thread(
+        verify_bundle, bundle, envelope, trusted, limits, expected_commit=commit, sink=sink
+    )
     if ledger is None:
         return CheckedBundle(verified, None)
     row = check_recorded(verified, await ledger.row_for(verified.manifest.lakefs_commit))

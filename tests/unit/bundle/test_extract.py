@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.unit.bundle.helpers import (
     Entry,
@@ -17,11 +18,14 @@ from tests.unit.bundle.helpers import (
     make_manifest,
     manifest_entry,
     reg,
+    sign_for,
     special,
     zstd_compress,
 )
-from worker.bundle import extract_bundle
+from worker.bundle import extract_bundle, verify_bundle
+from worker.bundle.extract import staged_extraction
 from worker.errors import VerificationError
+from worker.keys import TrustedKeys
 from worker.limits import DEFAULT_LIMITS, Limits
 
 OK = {"a.txt": b"hello"}
@@ -250,3 +254,34 @@ def test_destination_must_be_absent_or_empty(tmp_path: Path, golden_path: Path, 
         extract_bundle(golden_path, dest, DEFAULT_LIMITS)
     if kind == "non-empty dir":
         assert (dest / "keep").read_text() == "mine"
+
+
+def test_one_pass_restore_publishes_nothing_when_the_digest_fails_at_the_end(
+    tmp_path: Path, golden_path: Path, trusted: TrustedKeys
+) -> None:
+    """Every member extracts and matches the manifest, but the file is not the attested one.
+
+    The bundle's digest is known only at its last byte, after every member
+    was written to the staging directory: none of it may become visible.
+    """
+    original = golden_path.read_bytes()
+    # The same content recompressed at another level: other bytes, same tar.
+    other = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(
+        zstandard.ZstdDecompressor().decompressobj().decompress(original)
+    )
+    assert other != original
+    src = tmp_path / "bundle.tar.zst"
+    src.write_bytes(other)
+    dest = tmp_path / "restore"
+    with pytest.raises(VerificationError, match="does not match attestation subject"):
+        with staged_extraction(dest) as staging:
+            verify_bundle(src, sign_for(original), trusted, DEFAULT_LIMITS, sink=staging.sink)
+            staging.publish(golden.manifest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar.zst"]
+    # Signed for what it is, the same file restores.
+    with staged_extraction(dest) as staging:
+        v = verify_bundle(src, sign_for(other), trusted, DEFAULT_LIMITS, sink=staging.sink)
+        staging.publish(v.manifest)
+    for path, (_, data) in golden.MEMBERS.items():
+        assert (dest / path).read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar.zst", "restore"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import tarfile
@@ -303,16 +304,31 @@ def test_limits_are_enforced(
     assert needle in str(exc.value)
 
 
-def test_non_seekable_stream_is_refused(golden_envelope: bytes, trusted: TrustedKeys) -> None:
+def test_a_stream_that_cannot_seek_is_verified_in_one_pass(
+    golden_path: Path, golden_envelope: bytes, trusted: TrustedKeys
+) -> None:
+    """One pass: a pipe (a download as it arrives) verifies like the file, read once to its end."""
+    data = golden_path.read_bytes()
+    reads: list[int] = []
+
     class Pipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self._f = io.BytesIO(data)
+
         def readable(self) -> bool:
             return True
 
         def seekable(self) -> bool:
             return False
 
-    with pytest.raises(ValueError, match="seekable"):
-        verify_bundle(Pipe(), golden_envelope, trusted, DEFAULT_LIMITS)  # type: ignore[arg-type]
+        def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+            n = self._f.readinto(b)
+            reads.append(n)
+            return n
+
+    v = verify_bundle(io.BufferedReader(Pipe()), golden_envelope, trusted, DEFAULT_LIMITS)
+    assert v.sha256 == hashlib.sha256(data).hexdigest()
+    assert sum(reads) == len(data)  # every byte read exactly once
 
 
 def test_bundle_built_by_writer_verifies(tmp_path: Path, trusted: TrustedKeys) -> None:
