@@ -75,6 +75,12 @@ async def webhook(request: web.Request) -> web.Response:
         structlog.contextvars.unbind_contextvars("request_id", "repository_id", "commit_id", "trace_id")
 
 
+async def _not_allowed(request: web.Request) -> web.Response:
+    response = _error(405, "only POST is accepted here", str(uuid.uuid4()))
+    response.headers["Allow"] = "POST"
+    return response
+
+
 async def _expect(request: web.Request) -> web.StreamResponse | None:
     """Ask for the body (``100 Continue``) only when it would be read.
 
@@ -87,7 +93,9 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     request_id = str(uuid.uuid4())
     raw_headers = request.raw_headers
     refusal: RequestRefusedError | None = None
-    if header_values(raw_headers, "Expect") != [b"100-continue"]:
+    if request.method != "POST":
+        refusal = RequestRefusedError(405, "only POST is accepted here")
+    elif header_values(raw_headers, "Expect") != [b"100-continue"]:
         refusal = RequestRefusedError(417, "the only expectation understood is Expect: 100-continue")
     elif not token_matches(_one(raw_headers, HOOK_TOKEN_HEADER), request.app[_TOKEN]):
         refusal = RequestRefusedError(401, f"missing, repeated or wrong {HOOK_TOKEN_HEADER} header")
@@ -96,6 +104,8 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     if refusal is not None:
         log.info("webhook.refused", status=refusal.status, reason=refusal.reason, request_id=request_id)
         response = _error(refusal.status, refusal.reason, request_id)
+        if refusal.status == 405:
+            response.headers["Allow"] = "POST"
         response.force_close()  # the client may send the body anyway; it is not read
         return response
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -215,6 +225,9 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
     app.on_startup.append(_ensure_topics)
     app.on_cleanup.append(_close)
     app.router.add_post(WEBHOOK_PATH, webhook, expect_handler=_expect)
+    # Every other method gets its 405 from us, after our expect handler: aiohttp's own would
+    # first invite the body with 100 Continue (refusing a request only after it was sent).
+    app.router.add_route("*", WEBHOOK_PATH, _not_allowed, expect_handler=_expect)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
