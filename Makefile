@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK := deploy/local/stack
 
-.PHONY: venv constraints wheel stack-up stack-down demo test test-unit test-faults lint typecheck check clean
+.PHONY: venv constraints wheel stack-up stack-down demo test test-unit test-faults lint typecheck check clean bench
 
 # pyproject.toml names compatible ranges; constraints.txt the exact versions the tests run against.
 $(BIN)/kfm: pyproject.toml constraints.txt
@@ -65,6 +65,18 @@ test-kafka4: venv
 # safety net for an interrupted run (it stops only what that stack's `up` started, by pid).
 test-faults: venv
 	$(BIN)/python -m pytest -q -rs tests/faults; rc=$$?; KFM_STACK_DIR=$(CURDIR)/.stack-faults $(STACK) down; exit $$rc
+
+## The benchmark suite (docs/performance.md), never part of `make test`: each script prints a table
+## (ours, the raw tool measured in the same run, the ratio) and writes bench/results/<name>.json
+## (git-ignored: figures of one machine on one day). BENCH_MIB sizes the model file of the bundle paths.
+BENCH_MIB ?= 1024
+bench: stack-up
+	$(BIN)/python bench/bench_startup.py
+	$(BIN)/python bench/bench_verify.py --mib $(BENCH_MIB)
+	$(BIN)/python bench/bench_restore.py --mib $(BENCH_MIB)
+	$(BIN)/python bench/bench_build.py --mib $(BENCH_MIB)
+	$(BIN)/python bench/bench_commit_latency.py --out bench/results/commit-latency.json
+	$(BIN)/python bench/bench_ledger.py --sizes 10000 100000 --out bench/results/ledger.json
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
