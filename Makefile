@@ -50,11 +50,11 @@ test: stack-up
 	exit $$rc
 
 # A second, separate stack (own state dir and ports) whose broker is Kafka 4.x:
-# aiokafka >= 0.13 negotiates protocol versions, and this leg proves it.
+# aiokafka >= 0.13 negotiates protocol versions, and this leg proves it (the secure listeners too).
 K4 := KAFKA_VERSION=4.1.1 KFM_STACK_DIR=$(CURDIR)/.stack-kafka4 KFM_STACK_KAFKA_PORT=19192 \
 	KFM_STACK_KAFKA_CONTROLLER_PORT=19193 KFM_STACK_LAKEFS_PORT=18100 KFM_STACK_S3_PORT=19100
 K4_TESTS := tests/integration/test_hooks_http.py tests/integration/test_lakefs_webhooks.py \
-	tests/integration/test_bundler.py tests/integration/test_rollback.py
+	tests/integration/test_bundler.py tests/integration/test_rollback.py tests/integration/test_kafka_security.py
 test-kafka4: venv
 	$(K4) $(STACK) up
 	$(K4) $(BIN)/python -m pytest -q -rs $(K4_TESTS); rc=$$?; $(K4) $(STACK) down; exit $$rc

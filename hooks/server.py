@@ -31,7 +31,7 @@ from hooks.payload import parse_webhook
 from worker.clients import Producer
 from worker.config import Settings
 from worker.constants import HEADER_REQUEST_ID, HOOK_TOKEN_HEADER, TOPIC_EVENTS
-from worker.errors import PayloadError, RequestRefusedError, TransientError
+from worker.errors import ConfigError, PayloadError, RequestRefusedError, TransientError
 from worker.events import event_key
 from worker.topics import ensure_all_topics
 from worker.tracing import context_from_headers, headers_with_trace
@@ -170,7 +170,7 @@ async def _handle(request: web.Request, settings: Settings, raw: bytes, request_
                 key=event_key(event.repository_id, event.commit_id),
                 headers=headers_with_trace([(HEADER_REQUEST_ID, request_id.encode())]),
             )
-        except TransientError as e:
+        except (TransientError, ConfigError) as e:  # ConfigError: the cluster refused our login since start
             log.error("webhook.kafka_unavailable", error=str(e))
             return _error(503, "event log unavailable; lakeFS should retry the action", request_id)
     log.info("webhook.published", event_type=event.source, partition=partition, offset=offset)
@@ -186,7 +186,7 @@ async def healthz(_: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[_PRODUCER].ping()
-    except TransientError as e:
+    except (TransientError, ConfigError) as e:
         return web.json_response({"status": "unavailable", "reason": str(e)}, status=503)
     return web.json_response({"status": "ready"})
 
@@ -207,7 +207,7 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
     app[_SETTINGS] = settings
     app[_TOKEN] = settings.resolved_hook_token()
     app[_PRODUCER] = producer or Producer(
-        settings.kafka_bootstrap,
+        settings.kafka,
         timeout_s=settings.kafka_timeout_s,
         max_message_bytes=settings.limits.max_message_bytes,
     )
@@ -216,7 +216,8 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
         await app[_PRODUCER].aclose()
 
     async def _ensure_topics(app: web.Application) -> None:
-        # Best effort: with Kafka down the service still starts (and is not ready).
+        # Best effort: with Kafka down the service still starts (and is not ready); an
+        # untrusted certificate or a refused login (ConfigError) stops it with one line.
         try:
             await ensure_all_topics(settings)
         except TransientError as e:

@@ -109,7 +109,7 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
 
         async def kafka() -> str:
             topic = settings.topic(TOPIC_INDEX_CANDIDATES)
-            n = await partition_count(settings.kafka_bootstrap, topic, settings.kafka_timeout_s)
+            n = await partition_count(settings.kafka, topic, settings.kafka_timeout_s)
             if n != 1:
                 raise ValueError(f"writer topic {topic} has {n} partitions (want exactly 1)")
             return f"{settings.kafka_bootstrap}, writer topic has 1 partition"
@@ -196,7 +196,7 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
             commit_metadata=info.metadata,
             action_name="kfm checkpoint",
         )
-        async with Producer(settings.kafka_bootstrap, timeout_s=settings.kafka_timeout_s) as producer:
+        async with Producer(settings.kafka, timeout_s=settings.kafka_timeout_s) as producer:
             await producer.send(
                 settings.topic(TOPIC_EVENTS),
                 event.to_bytes(),
@@ -453,6 +453,7 @@ def _ledger_vkey(args: argparse.Namespace, settings: Settings) -> int:
     from worker.keys import load_private_key
     from worker.ledger.checkpoint import vkey
 
+    settings.require("s3_bucket")  # the origin names the bucket
     origin = checkpoint_origin(settings.checkpoint_name, settings.s3_bucket)
     key = load_private_key(Path(settings.signing_key))
     print(vkey(checkpoint_signer(settings.checkpoint_key_name, origin), key.public_key()))
@@ -522,12 +523,12 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
             await publish(req)
             return 0
         # Follow the results before publishing: a result sent after the request is always seen.
-        async with follow_partition(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS)) as results:
+        async with follow_partition(settings.kafka, settings.topic(TOPIC_ROLLBACK_RESULTS)) as results:
             await publish(req)
             return await wait_for_result(req, results)
 
     async def publish(req: RollbackRequest) -> None:
-        async with Producer(settings.kafka_bootstrap, timeout_s=settings.kafka_timeout_s) as producer:
+        async with Producer(settings.kafka, timeout_s=settings.kafka_timeout_s) as producer:
             await producer.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
                                 key=request_key(req.lakefs_repo, req.target_branch))
         print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)

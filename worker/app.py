@@ -18,10 +18,11 @@ from typing import Any, cast
 
 import faust
 import structlog
+from faust.auth import Credentials, SASLCredentials, SSLCredentials
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from worker._internal.kafka import partition_count
-from worker.config import load_settings
+from worker.config import KafkaAccess, load_settings
 from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBACK_REQUESTS
 from worker.errors import ConfigError, ConflictError, TransientError
 from worker.io.dead_letters import Refusal, Source, dead_letter, refusal_of, screen
@@ -54,6 +55,18 @@ def _read_committed(self: Any, transport: Any) -> Any:
 
 faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _read_committed  # type: ignore[method-assign]
 
+
+
+def broker_credentials(kafka: KafkaAccess) -> Credentials | None:
+    """Faust's form of the ``KFM_KAFKA_*`` security settings, so its consumers connect as ours do."""
+    if kafka.uses_sasl:
+        return SASLCredentials(username=kafka.sasl_username, password=kafka.sasl_password,
+                               ssl_context=kafka.ssl_context, mechanism=kafka.sasl_mechanism)
+    if kafka.uses_tls:
+        return SSLCredentials(kafka.ssl_context)
+    return None
+
+
 settings = load_settings()
 configure_logging(settings.log_level)
 init_tracing("kfm-worker", settings.otel_exporter)
@@ -67,6 +80,7 @@ _FAUST_DIR.mkdir(parents=True, exist_ok=True)  # Faust creates only the last lev
 app = faust.App(
     app_id(settings),
     broker=f"kafka://{settings.kafka_bootstrap}",
+    broker_credentials=broker_credentials(settings.kafka),
     value_serializer="raw",
     key_serializer="raw",
     web_enabled=False,
@@ -125,7 +139,18 @@ async def _close_runtime(app: Any, /, *args: Any, signal: Any, **kwargs: Any) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point for ``kfm worker``: preflight checks, then hand over to Faust."""
+    """Entry point for ``kfm worker``: preflight checks, then hand over to Faust.
+
+    Why check here: the agents open lakeFS and S3 at their first message, and
+    Faust retries a broker that refuses it forever; a missing setting, an
+    untrusted certificate or a wrong password must stop the start instead.
+
+    Raises:
+        ConfigError: a setting the worker needs is unset, or Kafka refused it.
+        TransientError: Kafka did not answer.
+    """
+    settings.require("kafka_bootstrap", "lakefs_endpoint", "lakefs_access_key_id", "lakefs_secret_access_key",
+                     "s3_bucket")
     asyncio.run(ensure_all_topics(settings))
     app.main()
 
@@ -152,12 +177,12 @@ def _source(agent: str, event: faust.types.EventT[bytes]) -> Source:
 async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """The only writer of the ledger; its topic has exactly one partition."""
     topic = settings.topic(TOPIC_INDEX_CANDIDATES)
-    count = await partition_count(settings.kafka_bootstrap, topic)
+    count = await partition_count(settings.kafka, topic)
     for _ in range(50):  # a just-created topic can read as 0 partitions for a moment
         if count:
             break
         await asyncio.sleep(0.2)
-        count = await partition_count(settings.kafka_bootstrap, topic)
+        count = await partition_count(settings.kafka, topic)
     if count != 1:
         err = ConfigError(f"writer topic {topic} has {count} partitions; it must have exactly 1")
         log.critical("ledger.refusing_to_run", reason=str(err))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -21,23 +22,78 @@ from worker.limits import Limits, limit_variable
 from worker.snapshot.select import SnapshotRules
 from worker.watch import WatchSpec, parse_since, parse_watched_repos
 
-__all__ = ["Limits", "Settings", "load_settings"]
+__all__ = ["KafkaAccess", "Limits", "Settings", "load_settings"]
 
 _PREFIX = "KFM_"
+
+_KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
+_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """How every Kafka client of this project reaches the cluster.
+
+    Why one object: the receiver's producer, the worker (Faust and our own
+    clients) and every CLI consumer must connect the same way; a client built
+    from the bootstrap address alone would silently try plaintext.
+    """
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    client_certificate: bool = False
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_SSL", "SASL_PLAINTEXT")
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments aiokafka's producer, consumer and admin client take for this."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        if self.ssl_context is not None:
+            options["ssl_context"] = self.ssl_context
+        if self.uses_sasl:
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password)
+        return options
 
 
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. Field ``foo_bar`` is read from ``KFM_FOO_BAR``."""
 
-    kafka_bootstrap: str = "127.0.0.1:19092"
+    # Endpoints, bucket and lakeFS credentials have no default: a process that needs one
+    # and finds it unset stops at start-up naming the variable (Settings.require).
+    kafka_bootstrap: str = ""
+    # PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT; SASL takes a mechanism, user and password,
+    # TLS a CA file (empty: the system's trust store) and optionally a client certificate.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_sasl_password_file: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
     topic_prefix: str = ""
-    lakefs_endpoint: str = "http://127.0.0.1:18000"
+    lakefs_endpoint: str = ""
     lakefs_access_key_id: str = ""
     lakefs_secret_access_key: str = field(default="", repr=False)
-    s3_endpoint: str = "http://127.0.0.1:19000"
-    s3_bucket: str = "kfm-registry"
-    s3_region: str = "us-east-1"
+    # Empty: the provider's own endpoint (AWS S3).
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    # Empty: the region from the AWS chain (AWS_REGION, the profile), else us-east-1.
+    s3_region: str = ""
+    # path or virtual; empty: path with an endpoint set (S3-compatible servers), virtual without (AWS).
+    s3_addressing_style: str = ""
     # Empty: the usual AWS credential chain (AWS_* variables, profiles, roles).
     s3_access_key_id: str = ""
     s3_secret_access_key: str = field(default="", repr=False)
@@ -97,6 +153,8 @@ class Settings:
     checkpoint_key_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     """``KFM_CHECKPOINT_KEY_NAME`` (if set) and ``KFM_CHECKPOINT_TRUSTED_NAMES``: the key names a
     checkpoint may be signed under besides the origin and ``KFM_CHECKPOINT_NAME``."""
+    kafka: KafkaAccess = field(init=False, repr=False, compare=False)
+    """The ``KFM_KAFKA_*`` connection settings together, the TLS context built (its files read)."""
 
     def __post_init__(self) -> None:
         """Parse the comma-separated settings.
@@ -111,9 +169,23 @@ class Settings:
             if self.reconcile_since else None,
             "snapshot_rules": SnapshotRules(_split(self.stac_prefixes), _split(self.config_globs), self.model_manifest),
             "checkpoint_key_names": _key_names(self.checkpoint_key_name, self.checkpoint_trusted_names),
+            "kafka": _kafka_access(self),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
+
+    def require(self, *names: str) -> None:
+        """Stop a process that needs these settings before it starts without them.
+
+        Why not defaults: a loopback default made a production process talk to
+        nothing (or to the wrong thing) and fail later with a connection error.
+
+        Raises:
+            ConfigError: naming every variable that is unset.
+        """
+        missing = [_PREFIX + n.upper() for n in names if not str(getattr(self, n)).strip()]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} must be set (the local stack's env file sets them all)")
 
     def topic(self, name: str) -> str:
         """Physical topic name, so several registries can share one cluster."""
@@ -161,6 +233,89 @@ def _key_names(key_name: str, trusted_names: str) -> tuple[str, ...]:
         if "+" in name or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
             raise ConfigError(f"{var}: key name {name!r} must not contain spaces, '+' or control characters")
     return tuple(dict.fromkeys(name for _, name in named))
+
+
+def _kafka_access(s: Settings) -> KafkaAccess:
+    """The Kafka connection settings, checked together; the TLS files are read here, once.
+
+    Why refuse TLS or SASL settings under PLAINTEXT: a client given a CA file or a
+    password and connecting in the clear anyway is a misconfiguration nobody sees.
+
+    Raises:
+        ConfigError: naming the variable.
+    """
+    protocol = s.kafka_security_protocol.strip().upper()
+    if protocol not in _KAFKA_PROTOCOLS:
+        raise ConfigError(f"KFM_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol!r}: "
+                          f"one of {', '.join(_KAFKA_PROTOCOLS)}")
+    tls_files = {"KFM_KAFKA_SSL_CAFILE": s.kafka_ssl_cafile, "KFM_KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
+                 "KFM_KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile}
+    sasl = {"KFM_KAFKA_SASL_USERNAME": s.kafka_sasl_username, "KFM_KAFKA_SASL_PASSWORD": s.kafka_sasl_password,
+            "KFM_KAFKA_SASL_PASSWORD_FILE": s.kafka_sasl_password_file}
+    access = KafkaAccess(s.kafka_bootstrap, protocol)
+    if protocol in ("SSL", "SASL_SSL"):
+        access = replace(access, ssl_context=_tls_context(s), client_certificate=bool(s.kafka_ssl_certfile))
+    elif given := [k for k, v in tls_files.items() if v]:
+        raise ConfigError(f"{given[0]} is set but KFM_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS")
+    if protocol in ("SASL_SSL", "SASL_PLAINTEXT"):
+        mechanism = s.kafka_sasl_mechanism.strip().upper()
+        if mechanism not in _SASL_MECHANISMS:
+            raise ConfigError(f"KFM_KAFKA_SASL_MECHANISM={s.kafka_sasl_mechanism!r}: "
+                              f"one of {', '.join(_SASL_MECHANISMS)}")
+        if not s.kafka_sasl_username:
+            raise ConfigError(f"KFM_KAFKA_SASL_USERNAME must be set with KFM_KAFKA_SECURITY_PROTOCOL={protocol}")
+        access = replace(access, sasl_mechanism=mechanism, sasl_username=s.kafka_sasl_username,
+                         sasl_password=_sasl_password(s, protocol))
+    elif given := [k for k, v in sasl.items() if v]:
+        raise ConfigError(f"{given[0]} is set but KFM_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL")
+    return access
+
+
+def _sasl_password(s: Settings, protocol: str) -> str:
+    if s.kafka_sasl_password and s.kafka_sasl_password_file:
+        raise ConfigError("KFM_KAFKA_SASL_PASSWORD and KFM_KAFKA_SASL_PASSWORD_FILE: set one, not both")
+    if s.kafka_sasl_password:
+        return s.kafka_sasl_password
+    if not s.kafka_sasl_password_file:
+        raise ConfigError(f"KFM_KAFKA_SASL_PASSWORD or KFM_KAFKA_SASL_PASSWORD_FILE must be set with "
+                          f"KFM_KAFKA_SECURITY_PROTOCOL={protocol}")
+    try:
+        password = Path(s.kafka_sasl_password_file).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ConfigError(f"KFM_KAFKA_SASL_PASSWORD_FILE: cannot read {s.kafka_sasl_password_file}: "
+                          f"{e.strerror}") from e
+    if not password:
+        raise ConfigError(f"KFM_KAFKA_SASL_PASSWORD_FILE: {s.kafka_sasl_password_file} is empty")
+    return password
+
+
+def _tls_context(s: Settings) -> ssl.SSLContext:
+    """A verifying client context: the broker's certificate and host name are always checked.
+
+    Raises:
+        ConfigError: a file is missing or is not what its variable says.
+    """
+    if s.kafka_ssl_keyfile and not s.kafka_ssl_certfile:
+        raise ConfigError("KFM_KAFKA_SSL_KEYFILE is set without KFM_KAFKA_SSL_CERTFILE")
+    try:
+        context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"KFM_KAFKA_SSL_CAFILE={s.kafka_ssl_cafile!r}: {_os_reason(e)}") from e
+    if s.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(s.kafka_ssl_certfile, s.kafka_ssl_keyfile or None)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"KFM_KAFKA_SSL_CERTFILE={s.kafka_ssl_certfile!r}"
+                              f"{', KFM_KAFKA_SSL_KEYFILE=' + repr(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else ''}"
+                              f": {_os_reason(e)}") from e
+    return context
+
+
+def _os_reason(e: OSError) -> str:
+    """The reason of a file or TLS error without its errno prefix."""
+    if isinstance(e, ssl.SSLError):
+        return f"not a usable certificate or key ({e.reason or e})"
+    return e.strerror or str(e)
 
 
 def _coerce(name: str, raw: str, kind: Any) -> Any:
@@ -228,9 +383,12 @@ def load_settings(
 def _validate(s: Settings) -> None:
     for name in ("lakefs_endpoint", "s3_endpoint"):
         url = getattr(s, name)
-        if not url.startswith(("http://", "https://")):
+        if url and not url.startswith(("http://", "https://")):
             raise ConfigError(f"KFM_{name.upper()}={url!r}: must be an http(s) URL")
-    if ":" not in s.kafka_bootstrap:
+    if s.s3_addressing_style not in ("", "path", "virtual"):
+        raise ConfigError(f"KFM_S3_ADDRESSING_STYLE={s.s3_addressing_style!r}: path or virtual (empty: path "
+                          "with KFM_S3_ENDPOINT set, virtual without)")
+    if s.kafka_bootstrap and any(":" not in h for h in s.kafka_bootstrap.split(",")):
         raise ConfigError(f"KFM_KAFKA_BOOTSTRAP={s.kafka_bootstrap!r}: expected host:port[,host:port]")
     if not 0 < s.hooks_port < 65536:
         raise ConfigError(f"KFM_HOOKS_PORT={s.hooks_port}: not a TCP port")

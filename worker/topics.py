@@ -49,4 +49,4 @@ def app_id(settings: Settings) -> str:
 
 
 async def ensure_all_topics(settings: Settings) -> None:
-    await ensure_topics(settings.kafka_bootstrap, topic_specs(settings), settings.kafka_timeout_s)
+    await ensure_topics(settings.kafka, topic_specs(settings), settings.kafka_timeout_s)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,19 +24,112 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 
+from worker.config import KafkaAccess
 from worker.errors import ConfigError, TransientError
 
-__all__ = ["PartitionTail", "Producer", "TopicSpec", "ensure_topics", "follow_partition", "partition_count",
-           "read_partition"]
+__all__ = ["KafkaAccess", "PartitionTail", "Producer", "TopicSpec", "check_access", "ensure_topics",
+           "follow_partition", "partition_count", "read_partition"]
+
+Kafka = KafkaAccess | str
+"""A cluster: its connection settings, or a bare bootstrap address for a plaintext one."""
+
+
+def _access(kafka: Kafka) -> KafkaAccess:
+    """The connection settings; a bare address is a plaintext cluster.
+
+    Raises:
+        ConfigError: no bootstrap address (KFM_KAFKA_BOOTSTRAP unset).
+    """
+    access = KafkaAccess(kafka) if isinstance(kafka, str) else kafka
+    if not access.bootstrap.strip():
+        raise ConfigError("KFM_KAFKA_BOOTSTRAP must be set (host:port[,host:port])")
+    return access
+
+
+async def check_access(kafka: Kafka, timeout_s: float = 10.0) -> None:
+    """Connect to a bootstrap broker as the clients will, and say why that fails.
+
+    Why: aiokafka logs each broker's error and raises only "Unable to bootstrap",
+    so an untrusted certificate or a wrong password would read as an outage and be
+    retried forever. A refused handshake or login is a setting to fix, not to wait out.
+
+    Raises:
+        ConfigError: the broker's certificate is not trusted, or it refused the login.
+        TransientError: no broker answered within ``timeout_s`` (down, or not listening).
+    """
+    access = _access(kafka)
+    options = access.client_options()
+    del options["bootstrap_servers"]
+    last = "no broker answered"
+    for address in access.bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        where = f"Kafka at {host}:{port}"
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **options), timeout_s)
+        except ssl.SSLCertVerificationError as e:
+            raise ConfigError(f"{where}: TLS certificate not trusted ({e.verify_message}); "
+                              "check KFM_KAFKA_SSL_CAFILE") from e
+        except ssl.SSLError as e:
+            raise ConfigError(f"{where}: TLS handshake failed ({e.reason or e}); is it a "
+                              f"{access.security_protocol} listener? check KFM_KAFKA_SECURITY_PROTOCOL") from e
+        except (SaslAuthenticationFailed, IllegalSaslStateError, UnsupportedSaslMechanismError) as e:
+            raise ConfigError(f"{where}: SASL {access.sasl_mechanism} login as {access.sasl_username!r} refused "
+                              f"({_first_line(e)}); check KFM_KAFKA_SASL_USERNAME, KFM_KAFKA_SASL_PASSWORD "
+                              "and KFM_KAFKA_SASL_MECHANISM") from e
+        except (KafkaError, OSError, TimeoutError, ValueError) as e:
+            last = f"{where}: {_first_line(e)}{_closed_hint(access, e)}"
+            continue
+        conn.close()
+        return
+    raise TransientError(f"Kafka unreachable ({last})")
+
+
+def _closed_hint(access: KafkaAccess, e: BaseException) -> str:
+    """What a broker ending the connection at once usually means, for the settings in use."""
+    if not isinstance(e, KafkaConnectionError) or "closed" not in str(e):
+        return ""
+    if access.uses_tls and not access.client_certificate:
+        return ("; the broker ended the connection after the TLS handshake: does it require a client "
+                "certificate (KFM_KAFKA_SSL_CERTFILE)?")
+    if not access.uses_tls:
+        return "; is it a TLS listener? check KFM_KAFKA_SECURITY_PROTOCOL"
+    return ""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+async def _explain(kafka: KafkaAccess, e: BaseException, what: str, timeout_s: float) -> ConfigError | TransientError:
+    """The error to raise for a client that failed: a settings problem found by :func:`check_access`
+    wins over the client's own (less telling) error."""
+    try:
+        await check_access(kafka, min(timeout_s, 10.0))
+    except ConfigError as cause:
+        return cause
+    except TransientError as cause:
+        return TransientError(f"{what}: {cause}")
+    return TransientError(f"{what}: {type(e).__name__}: {_first_line(e)}")
 
 
 class Producer:
     """A started, idempotent, acks=all producer. Use ``async with``."""
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = 10.0, max_message_bytes: int = 1 << 20):
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: Kafka, *, timeout_s: float = 10.0, max_message_bytes: int = 1 << 20):
+        """Raises: ConfigError: no bootstrap address."""
+        self._kafka = _access(kafka)
         self._timeout_s = timeout_s
         self._max = max_message_bytes
         self._producer: AIOKafkaProducer | None = None
@@ -50,7 +144,7 @@ class Producer:
                 return self._producer
             timeout_ms = int(self._timeout_s * 1000)
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap,
+                **self._kafka.client_options(),
                 acks="all",
                 enable_idempotence=True,
                 # A message not delivered within the timeout expires in the
@@ -68,7 +162,8 @@ class Producer:
                 await asyncio.wait_for(producer.start(), max(self._timeout_s, 30.0))
             except (KafkaError, OSError, TimeoutError) as e:
                 await producer.stop()
-                raise TransientError(f"Kafka at {self._bootstrap} unreachable: {type(e).__name__}") from e
+                raise await _explain(self._kafka, e, f"Kafka at {self._kafka.bootstrap} unreachable",
+                                     self._timeout_s) from e
             self._producer = producer
             return producer
 
@@ -159,13 +254,20 @@ class TopicSpec:
         self.configs = dict(configs or {})
 
 
-async def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def partition_count(kafka: Kafka, topic: str, timeout_s: float = 10.0) -> int | None:
+    """How many partitions the topic has (None: no such topic).
+
+    Raises:
+        ConfigError: the cluster refused our TLS settings or login.
+        TransientError: the cluster did not answer.
+    """
+    access = _access(kafka)
+    admin = AIOKafkaAdminClient(**access.client_options(), request_timeout_ms=int(timeout_s * 1000))
     try:
         await admin.start()
         desc = await admin.describe_topics([topic])
     except (KafkaError, OSError, TimeoutError) as e:
-        raise TransientError(f"describe {topic} failed: {type(e).__name__}") from e
+        raise await _explain(access, e, f"describe {topic} failed", timeout_s) from e
     finally:
         await admin.close()
     for t in desc:
@@ -174,14 +276,16 @@ async def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -
     return None
 
 
-async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 10.0) -> None:
+async def ensure_topics(kafka: Kafka, specs: Sequence[TopicSpec], timeout_s: float = 10.0) -> None:
     """Create missing topics; refuse to run if an exact-count topic has more partitions.
 
     Raises:
-        ConfigError: a single-partition topic has more than one partition.
+        ConfigError: a single-partition topic has more than one partition, or the
+            cluster refused our TLS settings or login.
         TransientError: the cluster did not answer.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    access = _access(kafka)
+    admin = AIOKafkaAdminClient(**access.client_options(), request_timeout_ms=int(timeout_s * 1000))
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -203,7 +307,7 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: f
                 break
             await asyncio.sleep(0.2)
     except (KafkaError, OSError, TimeoutError) as e:
-        raise TransientError(f"topic administration failed: {type(e).__name__}: {e}") from e
+        raise await _explain(access, e, "topic administration failed", timeout_s) from e
     finally:
         await admin.close()
     for s in specs:
@@ -216,10 +320,10 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: f
             )
 
 
-def _reader(bootstrap: str) -> AIOKafkaConsumer:
+def _reader(kafka: Kafka) -> AIOKafkaConsumer:
     """A group-less consumer that sees committed records only (no offsets stored)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **_access(kafka).client_options(),
         enable_auto_commit=False,
         isolation_level="read_committed",
         group_id=None,
@@ -228,7 +332,7 @@ def _reader(bootstrap: str) -> AIOKafkaConsumer:
     )
 
 
-async def read_partition(bootstrap: str, topic: str, partition: int = 0) -> AsyncIterator[bytes]:
+async def read_partition(kafka: Kafka, topic: str, partition: int = 0) -> AsyncIterator[bytes]:
     """Every committed value of one partition, from its start up to its end as of the call.
 
     Why up to the end as of the call: a replay must terminate while the
@@ -237,9 +341,12 @@ async def read_partition(bootstrap: str, topic: str, partition: int = 0) -> Asyn
     Raises:
         TransientError: Kafka did not answer.
     """
-    consumer = _reader(bootstrap)
+    consumer = _reader(kafka)
     try:
-        await consumer.start()
+        try:
+            await consumer.start()
+        except (KafkaError, OSError) as e:
+            raise await _explain(_access(kafka), e, f"read {topic}", 10.0) from e
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
@@ -276,7 +383,7 @@ class PartitionTail:
 
 
 @asynccontextmanager
-async def follow_partition(bootstrap: str, topic: str, partition: int = 0) -> AsyncIterator[PartitionTail]:
+async def follow_partition(kafka: Kafka, topic: str, partition: int = 0) -> AsyncIterator[PartitionTail]:
     """Follow one partition from its current end.
 
     The position is resolved before this yields, so a record published after
@@ -285,7 +392,7 @@ async def follow_partition(bootstrap: str, topic: str, partition: int = 0) -> As
     Raises:
         TransientError: Kafka did not answer.
     """
-    consumer = _reader(bootstrap)
+    consumer = _reader(kafka)
     try:
         try:
             await consumer.start()
@@ -293,8 +400,8 @@ async def follow_partition(bootstrap: str, topic: str, partition: int = 0) -> As
             consumer.assign([tp])
             await consumer.seek_to_end(tp)
             await consumer.position(tp)
-        except KafkaError as e:
-            raise TransientError(f"follow {topic}: Kafka: {type(e).__name__}") from e
+        except (KafkaError, OSError) as e:
+            raise await _explain(_access(kafka), e, f"follow {topic}", 10.0) from e
         yield PartitionTail(consumer, topic)
     finally:
         await consumer.stop()

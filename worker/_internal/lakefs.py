@@ -82,6 +82,8 @@ def _commit_info(c: Any) -> CommitInfo:
 
 class LakeFS:
     def __init__(self, settings: Settings):
+        """Raises: ConfigError: the endpoint or a credential is unset (lakeFS has no default chain)."""
+        settings.require("lakefs_endpoint", "lakefs_access_key_id", "lakefs_secret_access_key")
         cfg = lakefs_sdk.Configuration(
             host=settings.lakefs_endpoint.rstrip("/") + "/api/v1",
             username=settings.lakefs_access_key_id,

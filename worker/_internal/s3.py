@@ -201,12 +201,25 @@ class Bucket:
 
 @asynccontextmanager
 async def open_bucket(settings: Settings, bucket: str | None = None) -> AsyncIterator[Bucket]:
+    """A client for the registry bucket (or ``bucket``).
+
+    An empty ``KFM_S3_ENDPOINT`` is the provider's own endpoint (AWS); empty keys
+    leave credentials to botocore's default chain (AWS_* variables, profiles,
+    container and instance roles).
+
+    Raises:
+        ConfigError: no bucket named (``KFM_S3_BUCKET`` unset).
+    """
+    if not bucket:
+        settings.require("s3_bucket")
     session = aioboto3.Session()
+    # S3-compatible servers on a host of their own mostly want path-style; AWS wants virtual-host.
+    style = settings.s3_addressing_style or ("path" if settings.s3_endpoint else "virtual")
     cfg = Config(
         retries={"max_attempts": 2, "mode": "standard"},
         connect_timeout=5,
         read_timeout=60,
-        s3={"addressing_style": "path"},
+        s3={"addressing_style": style},
     )
     creds = {}
     if settings.s3_access_key_id:
@@ -215,6 +228,7 @@ async def open_bucket(settings: Settings, bucket: str | None = None) -> AsyncIte
             "aws_secret_access_key": settings.s3_secret_access_key,
         }
     async with session.client(
-        "s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region, config=cfg, **creds
+        "s3", endpoint_url=settings.s3_endpoint or None, region_name=settings.s3_region or None, config=cfg,
+        **creds
     ) as client:
         yield Bucket(client, bucket or settings.s3_bucket)

@@ -533,5 +533,5 @@ def _done(value: list[Matched]) -> asyncio.Future[list[Matched]]:
 
 async def _candidates(rt: Runtime) -> AsyncIterator[bytes]:
     """Every value on the writer topic, up to its current end, in batches."""
-    async for value in read_partition(rt.settings.kafka_bootstrap, rt.settings.topic(TOPIC_INDEX_CANDIDATES)):
+    async for value in read_partition(rt.settings.kafka, rt.settings.topic(TOPIC_INDEX_CANDIDATES)):
         yield value

@@ -34,7 +34,7 @@ class Runtime:
         stack = AsyncExitStack()
         bucket = await stack.enter_async_context(open_bucket(settings))
         producer = Producer(
-            settings.kafka_bootstrap,
+            settings.kafka,
             timeout_s=settings.kafka_timeout_s,
             max_message_bytes=settings.limits.max_message_bytes,
         )
