@@ -651,8 +651,8 @@ def _add_setup_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _add_bundle_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     cp = sub.add_parser("checkpoint", help="request a bundle for the commit a ref resolves to")
-    cp.add_argument("--repo", required=True, help="lakeFS repository")
-    cp.add_argument("--ref", required=True, help="branch, tag or commit")
+    cp.add_argument("--repo", required=True, help="lakeFS repository, or lakefs://REPO/REF for both")
+    cp.add_argument("--ref", help="branch, tag or commit (or give lakefs://REPO/REF as --repo)")
     cp.add_argument("--branch", help="branch to record (default: REF if it is a branch, else main)")
     cp.set_defaults(handler=_checkpoint)
 
@@ -660,8 +660,8 @@ def _add_bundle_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
         dest="bundle_command", required=True, metavar="BUNDLE_COMMAND"
     )
     bb = bundle.add_parser("build", help="build a commit's bundle into a local file (no upload)")
-    bb.add_argument("--repo", required=True)
-    bb.add_argument("--ref", required=True, help="branch, tag or commit")
+    bb.add_argument("--repo", required=True, help="lakeFS repository, or lakefs://REPO/REF for both")
+    bb.add_argument("--ref", help="branch, tag or commit (or give lakefs://REPO/REF as --repo)")
     bb.add_argument("--branch", default="main", help="branch recorded in the manifest")
     bb.add_argument("--out", required=True, help="output .tar.zst path")
     bb.set_defaults(handler=_bundle_build)
@@ -743,9 +743,34 @@ def _add_rollback_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> N
 _OVERRIDES = ("kafka_bootstrap", "lakefs_endpoint", "s3_endpoint", "s3_bucket", "hooks_host", "hooks_port")
 
 
+def _lakefs_uri(args: argparse.Namespace) -> str | None:
+    """Split ``--repo lakefs://REPO/REF`` (lakeFS's own URI form) into the repository and the ref.
+
+    Returns:
+        What is wrong with the arguments, or None.
+    """
+    repo = getattr(args, "repo", None)
+    takes_ref = hasattr(args, "ref")
+    if repo and repo.startswith("lakefs://"):
+        name, _, ref = repo.removeprefix("lakefs://").partition("/")
+        if not name or "/" in ref or (ref and not takes_ref):
+            form = "lakefs://REPO/REF" if takes_ref else "lakefs://REPO"
+            return f"--repo {repo!r}: expected {form}"
+        if ref and args.ref not in (None, ref):
+            return f"--repo {repo!r} names ref {ref!r} but --ref is {args.ref!r}"
+        args.repo = name
+        if ref:
+            args.ref = ref
+    if takes_ref and repo and not args.ref:
+        return "--ref is required (or give --repo as lakefs://REPO/REF)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if problem := _lakefs_uri(args):
+        parser.error(problem)
     try:
         settings = load_settings(overrides={k: getattr(args, k, None) for k in _OVERRIDES})
         configure_logging(settings.log_level)
