@@ -14,15 +14,14 @@ Step numbers refer to :func:`worker.bundle.verify.verify_bundle`.
 from __future__ import annotations
 
 import hashlib
-import queue
 import tarfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Protocol, cast
 
 import zstandard
 
+from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundHash
 from worker.bundle.manifest import (
     MANIFEST_NAME,
     BundleManifest,
@@ -36,11 +35,6 @@ from worker.limits import MAX_PAX_HEADER_BYTES, Limits
 
 __all__ = ["DiscardSink", "MemberSink", "ReadResult", "hash_stream", "read_bundle"]
 
-# A member at least this large is hashed on a thread of its own, beside the
-# decompression; below it, handing chunks over costs more than it saves.
-_BACKGROUND_HASH_BYTES = 4 * CHUNK_SIZE
-# Chunks queued for a background hash: bounds the memory it may hold.
-_HASH_QUEUE_CHUNKS = 2
 
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE  # archives end padded to a whole record
@@ -183,47 +177,6 @@ class _ZstdFrameChecker:
             raise self._fail("zstd frame is truncated")
 
 
-class _BackgroundHash:
-    """SHA-256 computed on a thread of its own, in the order chunks are fed.
-
-    Why: one pass over a bundle hashes the compressed stream and every member
-    while zstd decompresses. hashlib (OpenSSL) and zstandard both release the
-    GIL on large buffers, so on a second core the hashing costs no wall time
-    instead of adding ~1 s per GiB to it. Chunks are immutable ``bytes``, so
-    the thread hashes exactly what the caller saw; the queue is bounded, so
-    memory stays a few chunks whatever the size.
-    """
-
-    _END = b""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes] = queue.Queue(_HASH_QUEUE_CHUNKS)
-        self._thread = threading.Thread(target=self._run, name="kfm-sha256", daemon=True)
-        self._thread.start()
-        self._digest: str | None = None
-
-    def _run(self) -> None:
-        while chunk := self._queue.get():
-            self._hash.update(chunk)
-
-    def update(self, data: bytes) -> None:
-        if data:
-            self._queue.put(data)
-
-    def hexdigest(self) -> str:
-        if self._digest is None:
-            self._queue.put(self._END)
-            self._thread.join()
-            self._digest = self._hash.hexdigest()
-        return self._digest
-
-    def close(self) -> None:
-        """Stop the thread (idempotent); on error paths the digest is never read."""
-        if self._digest is None and self._thread.is_alive():
-            self.hexdigest()
-
-
 class _HashingReader:
     """Hash and count the compressed bytes, refusing more than ``max_bytes``."""
 
@@ -238,7 +191,7 @@ class _HashingReader:
         self._raw = raw
         self._max = max_bytes
         self._frames = frames
-        self._hash: _BackgroundHash | hashlib._Hash = _BackgroundHash() if background else hashlib.sha256()
+        self._hash: BackgroundHash | hashlib._Hash = BackgroundHash() if background else hashlib.sha256()
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -274,7 +227,7 @@ class _HashingReader:
         return self._hash.hexdigest()
 
     def close(self) -> None:
-        if isinstance(self._hash, _BackgroundHash):
+        if isinstance(self._hash, BackgroundHash):
             self._hash.close()
 
 
@@ -519,7 +472,7 @@ def _read_members(
                 f"member {name}: size {h.size} != manifest size {member.size}"
             )
         seen.add(h.name)
-        digest = _BackgroundHash() if h.size >= _BACKGROUND_HASH_BYTES else hashlib.sha256()
+        digest = BackgroundHash() if h.size >= BACKGROUND_HASH_BYTES else hashlib.sha256()
         try:
             sink.begin(member)
             remaining = h.size
@@ -531,7 +484,7 @@ def _read_members(
             tar.skip_padding(h.size)
             ok = digest.hexdigest() == member.sha256
         finally:
-            if isinstance(digest, _BackgroundHash):
+            if isinstance(digest, BackgroundHash):
                 digest.close()
         if not ok:
             raise VerificationError(f"member {name}: sha256 mismatch")
