@@ -11,10 +11,11 @@ another thread overlaps the compression or decompression instead of adding
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 
-__all__ = ["BACKGROUND_HASH_BYTES", "BackgroundHash"]
+__all__ = ["BACKGROUND_HASH_BYTES", "BackgroundHash", "BackgroundWriter"]
 
 #: A member at least this large is hashed on a thread of its own; below it,
 #: handing chunks over costs more than it saves.
@@ -58,3 +59,46 @@ class BackgroundHash:
         """Stop the thread (idempotent); on error paths the digest is never read."""
         if self._digest is None and self._thread.is_alive():
             self.hexdigest()
+
+
+class BackgroundWriter:
+    """Write chunks to a file descriptor on a thread of its own, in order.
+
+    Why: a restore writes as many bytes as it decompresses; on another thread
+    the writes overlap the decompression, as ``tar -x`` overlaps ``zstd -dc``.
+    The same rules as :class:`BackgroundHash` (immutable chunks, a bounded
+    queue); a write error is raised by the next :meth:`write` or by
+    :meth:`finish`.
+    """
+
+    def __init__(self, fd: int, depth: int = 2) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes] = queue.Queue(depth)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="kfm-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while chunk := self._queue.get():
+            if self._error is not None:
+                continue  # keep draining so the producer never blocks
+            view = memoryview(chunk)
+            try:
+                while view:  # os.write may write short
+                    view = view[os.write(self._fd, view) :]
+            except OSError as e:
+                self._error = e
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if data:
+            self._queue.put(data)
+
+    def finish(self) -> None:
+        """Wait for every queued write (idempotent); raise the first write error."""
+        if self._thread.is_alive():
+            self._queue.put(b"")
+            self._thread.join()
+        if self._error is not None:
+            raise self._error

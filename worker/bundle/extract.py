@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundWriter
 from worker.bundle._reader import MemberSink, read_bundle
 from worker.bundle.manifest import BundleManifest, BundleMember, show_path
 from worker.errors import VerificationError
@@ -59,6 +60,7 @@ class _DirSink:
         self._fd = -1
         self._member: BundleMember | None = None
         self._dirs: set[Path] = {root}
+        self._writer: BackgroundWriter | None = None
 
     def begin(self, member: BundleMember) -> None:
         target = self._root.joinpath(*member.path.split("/"))
@@ -73,8 +75,13 @@ class _DirSink:
                 f"member {show_path(member.path)}: cannot create: clashes with another member"
             ) from e
         self._member = member
+        if member.size >= BACKGROUND_HASH_BYTES:
+            self._writer = BackgroundWriter(self._fd)
 
     def write(self, data: bytes) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+            return
         view = memoryview(data)
         while view:  # os.write may write short
             view = view[os.write(self._fd, view) :]
@@ -82,20 +89,28 @@ class _DirSink:
     def end(self) -> None:
         assert self._member is not None  # begin() always runs first
         member, fd = self._member, self._fd
-        self._member, self._fd = None, -1
         try:
+            if self._writer is not None:
+                self._writer.finish()
             size = os.fstat(fd).st_size
         finally:
-            os.close(fd)
+            self.close()
         if size != member.size:
             raise VerificationError(
                 f"member {show_path(member.path)}: extracted file has {size} bytes, the manifest {member.size}"
             )
 
     def close(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                with contextlib.suppress(OSError):  # failing already: the first error is the one raised
+                    writer.finish()
+        finally:
+            self._member = None
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
 
 
 class Staging:

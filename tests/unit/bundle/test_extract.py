@@ -13,6 +13,7 @@ import zstandard
 
 from tests.unit.bundle.helpers import (
     Entry,
+    build_bundle_bytes,
     craft_tar_zst,
     golden,
     make_manifest,
@@ -23,6 +24,7 @@ from tests.unit.bundle.helpers import (
     zstd_compress,
 )
 from worker.bundle import extract_bundle, verify_bundle
+from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundWriter
 from worker.bundle.extract import staged_extraction
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
@@ -285,3 +287,28 @@ def test_one_pass_restore_publishes_nothing_when_the_digest_fails_at_the_end(
     for path, (_, data) in golden.MEMBERS.items():
         assert (dest / path).read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar.zst", "restore"]
+
+
+def test_a_large_member_is_written_on_another_thread_byte_for_byte(tmp_path: Path, trusted: TrustedKeys) -> None:
+    """A member over the threshold goes through BackgroundWriter; the file must still be exact."""
+    data = os.urandom(1 << 20) * 5 + b"tail"  # > BACKGROUND_HASH_BYTES, not a multiple of a chunk
+    assert len(data) >= BACKGROUND_HASH_BYTES
+    src = tmp_path / "bundle.tar.zst"
+    src.write_bytes(build_bundle_bytes(tmp_path, {"models/m.bin": data, "c.yaml": b"k: v\n"}))
+    dest = tmp_path / "restore"
+    result = extract_bundle(src, dest, DEFAULT_LIMITS, expected_sha256=hashlib.sha256(src.read_bytes()).hexdigest())
+    assert result.files["models/m.bin"].read_bytes() == data
+    assert (dest / "c.yaml").read_bytes() == b"k: v\n"
+
+
+def test_a_write_error_on_the_writer_thread_is_raised(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)  # writes fail with EBADF
+    try:
+        writer = BackgroundWriter(fd)
+        writer.write(b"x" * 10)
+        with pytest.raises(OSError):
+            writer.finish()
+    finally:
+        os.close(fd)
