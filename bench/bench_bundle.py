@@ -6,7 +6,7 @@ files (the machine is shared and noisy, so absolute seconds mean little):
 - baseline: ``tarfile`` streaming the files into a ``zstandard`` stream writer
   at the same level, no hashing, no manifest;
 - ours: ``write_bundle`` (manifest, per-member SHA-256 re-check, whole-bundle
-  hash, deterministic headers) and ``verify_bundle`` (signature, two passes).
+  hash, deterministic headers) and ``verify_bundle`` (signature, one pass).
 
 Usage: python bench/bench_bundle.py [--mib 256] [--repeat 3]
 """
