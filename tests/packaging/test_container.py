@@ -115,6 +115,8 @@ def test_the_image_builds_and_runs(target: str, tmp_path: Path) -> None:
 
     for name in ("golden.tar.zst", "golden.dsse.json", "golden.pub"):
         shutil.copy2(GOLDEN / name, tmp_path / name)
+        (tmp_path / name).chmod(0o644)
+    tmp_path.chmod(0o755)  # mounted as /data for the image's user 10001, not the test's
     ctr = subprocess.run([*buildah, "from", image], capture_output=True, text=True, check=True).stdout.strip()
     try:
         def run(*cmd: str) -> subprocess.CompletedProcess[str]:
