@@ -20,7 +20,7 @@ what the manifest declares.
 
 Why one pass: the bundle is read once, and its SHA-256 (2), the zstd
 decoding (3) and the member digests (4-5) are all computed on the same bytes
-as they stream past (hashes on other threads, see :mod:`._reader`), so
+as they stream past (hashes on other threads, see :mod:`._hashing`), so
 verification costs about what ``zstd -dc | sha256`` costs and a file that
 changes under us cannot pass one check with one content and another check
 with another. The parsers do see the bytes before (2) has vouched for them;
