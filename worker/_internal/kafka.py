@@ -398,8 +398,11 @@ async def follow_partition(kafka: Kafka, topic: str, partition: int = 0) -> Asyn
             await consumer.start()
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
-            await consumer.seek_to_end(tp)
-            await consumer.position(tp)
+            # The end as an explicit offset, not seek_to_end: on a partition whose leader
+            # is still settling (a topic just created) a lazy reset can fall back to the
+            # reset policy and start at the beginning; end_offsets fails or answers.
+            end = (await consumer.end_offsets([tp]))[tp]
+            consumer.seek(tp, end)
         except (KafkaError, OSError) as e:
             raise await _explain(_access(kafka), e, f"follow {topic}", 10.0) from e
         yield PartitionTail(consumer, topic)
