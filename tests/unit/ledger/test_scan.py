@@ -122,6 +122,21 @@ def _rehash(line: bytes) -> bytes:
     return line[:start] + b',"hash":"' + hashlib.sha256(rest).hexdigest().encode() + b'"' + line[end:]
 
 
+def _edited(data: bytes, edits: list[tuple[str, int, int]]) -> bytes:
+    """``data`` with each (set|insert|delete, position, byte) edit applied in turn."""
+    edited = bytearray(data)
+    for op, where, byte in edits:
+        i = where % (len(edited) + 1)
+        if op == "insert":
+            edited[i:i] = bytes([byte])
+        elif i < len(edited):
+            if op == "set":
+                edited[i] = byte
+            else:
+                del edited[i]
+    return bytes(edited)
+
+
 _EDITS = st.lists(
     st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, 10**6),
               st.sampled_from(list(b' "\\/.-:,{}[]0123456789eE+aZz_\x00\x1f\x7f\x80\xc3\xa9\xff'))),
@@ -135,17 +150,7 @@ def test_edited_and_rehashed_lines_are_accepted_only_if_the_model_accepts(
     data: dict[str, Any], seq: int, prev: str, edits: list[tuple[str, int, int]]
 ) -> None:
     _, line = _line(data, seq, prev)
-    edited = bytearray(line)
-    for op, where, byte in edits:
-        i = where % (len(edited) + 1)
-        if op == "insert":
-            edited[i:i] = bytes([byte])
-        elif i < len(edited):
-            if op == "set":
-                edited[i] = byte
-            else:
-                del edited[i]
-    forged = _rehash(bytes(edited))
+    forged = _rehash(_edited(line, edits))
     key = scan_line(forged)
     if key is not None:
         row = _model_accepts(forged)
@@ -243,19 +248,10 @@ def test_an_edited_candidate_is_linked_only_as_the_writer_would(
     data: dict[str, Any], prev: tuple[int, str] | None, edits: list[tuple[str, int, int]]
 ) -> None:
     body = _line(data, 0, GENESIS_PREV)[0].body()
-    edited = bytearray(make_candidate(0, body=body).to_bytes())
-    for op, where, byte in edits:
-        i = where % (len(edited) + 1)
-        if op == "insert":
-            edited[i:i] = bytes([byte])
-        elif i < len(edited):
-            if op == "set":
-                edited[i] = byte
-            else:
-                del edited[i]
-    fast = link_candidate(bytes(edited), prev)
+    edited = _edited(make_candidate(0, body=body).to_bytes(), edits)
+    fast = link_candidate(edited, prev)
     if fast is not None:
-        assert fast[0] == _writer_line(bytes(edited), prev)
+        assert fast[0] == _writer_line(edited, prev)
 
 
 def test_ordinary_candidates_are_linked_by_the_fast_path() -> None:
