@@ -1,44 +1,45 @@
 """The ``kfm`` command: one entry point, nested verbs, ``KFM_*`` defaults.
 
-Errors of this project are caught once here and printed as one clear line
-(``-v`` shows the traceback); anything else is a bug and propagates.
+Every error a user can cause is caught once here and printed as one line on
+stderr, with the exit code :mod:`worker.cli_output` defines (``-v`` shows
+the traceback). Modules beyond argparse are imported by the verbs that use
+them, so that ``kfm VERB --help`` starts fast (bench/bench_startup.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
+import errno
 import json
-import shutil
 import sys
-import tempfile
-import uuid
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from worker._cli_common import add_global_options, resolve_commit, spread_global_options
 from worker._cli_coverage import add_coverage_commands, forget_failure, register_watched_branch
-from worker.config import Settings, load_settings
-from worker.errors import Error
-from worker.logs import configure_logging
+from worker.cli_output import Exit, Output, report_error
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
+    from datetime import datetime
 
+    from worker.config import Settings
     from worker.io.ledger_reader import LedgerReader
     from worker.io.runtime import Runtime
     from worker.io.verifying import CheckedBundle
     from worker.keys import TrustedKeys
+    from worker.rollback.request import RollbackRequest
 
 __all__ = ["main"]
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, "Settings"], int]
+T = TypeVar("T")
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -65,15 +66,19 @@ def _hooks_install(args: argparse.Namespace, settings: Settings) -> int:
             created = (await lakefs.get_commit(args.repo, commit)).creation_date
         finally:
             lakefs.close()
+        from worker.errors import Error
+
         out = {"repository": args.repo, "branch": args.branch, "commit": commit, "url": url, "watched": True}
+        text = (f"installed the action on lakefs://{args.repo}/{args.branch} in commit {commit}; "
+                f"lakeFS calls {url}")
         try:  # the reconciler watches the branch from this commit on (docs/coverage.md)
             await register_watched_branch(settings, args.repo, args.branch, commit, created)
         except Error as e:
-            print(json.dumps({**out, "watched": False}))
-            print(f"kfm: error: action installed but not registered for the reconciler: {e.diagnostics()}",
-                  file=sys.stderr)
-            return 1
-        print(json.dumps(out))
+            Output.of(args).result({**out, "watched": False}, text)
+            print(f"kfm: error: action installed but not registered for the reconciler: {e.diagnostics()}; "
+                  "run the same command again once the registry bucket answers", file=sys.stderr)
+            return Exit.UNAVAILABLE
+        Output.of(args).result(out, text + "; the reconciler watches the branch from it")
         return 0
 
     return _run(go())
@@ -83,19 +88,19 @@ def _topics_ensure(args: argparse.Namespace, settings: Settings) -> int:
     from worker.topics import ensure_all_topics, topic_specs
 
     _run_none(ensure_all_topics(settings))
-    for spec in topic_specs(settings):
-        print(f"{spec.name}\tpartitions={spec.partitions}")
+    specs = topic_specs(settings)
+    Output.of(args).table({"topics": [{"name": s.name, "partitions": s.partitions} for s in specs]},
+                          ("TOPIC", "PARTITIONS"), [(s.name, s.partitions) for s in specs])
     return 0
 
 
 def _health(args: argparse.Namespace, settings: Settings) -> int:
     """A probe: every dependency answers and every key loads; exit 0 or 1."""
-    from pathlib import Path
-
     from worker._internal.kafka import partition_count
     from worker._internal.lakefs import LakeFS
     from worker._internal.s3 import open_bucket
     from worker.constants import TOPIC_INDEX_CANDIDATES
+    from worker.errors import ConfigError, Error
     from worker.keys import TrustedKeys, load_private_key
 
     async def go() -> list[tuple[str, bool, str]]:
@@ -128,6 +133,11 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
             return f"s3://{settings.s3_bucket}"
 
         async def keys() -> str:
+            if not settings.signing_key:
+                raise ConfigError("KFM_SIGNING_KEY is not set: give the path of the worker's private key "
+                                  "(`kfm keys init` makes one)")
+            if not settings.trusted_keys_dir:
+                raise ConfigError("KFM_TRUSTED_KEYS_DIR is not set: give the directory of trusted public keys")
             load_private_key(Path(settings.signing_key))
             trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
             return f"signing key loads; {len(trusted)} trusted key(s)"
@@ -138,20 +148,29 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
         await check("keys", keys())
         return checks
 
-    results = asyncio.run(go())
-    for name, ok, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    return 0 if all(ok for _, ok, _ in results) else 1
+    results = _run_any(go())
+    ok = all(good for _, good, _ in results)
+    Output.of(args).result(
+        {"ok": ok, "checks": [{"name": n, "ok": good, "detail": d} for n, good, d in results]},
+        [f"{'ok  ' if good else 'FAIL'} {n}: {d}" for n, good, d in results])
+    return Exit.OK if ok else Exit.CHECK_FAILED
 
 
 def _run_none(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(coro)
+    _run_any(coro)
+
+
+def _run_any(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
+    return asyncio.run(coro)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker import app as worker_app
 
-    sys.argv = ["kfm", "worker", "--loglevel", settings.log_level.lower(), "--without-web"]
+    # --quiet: Faust's banner and spinner are not log lines; every line the worker writes is JSON (worker/logs.py).
+    sys.argv = ["kfm", "--quiet", "worker", "--loglevel", settings.log_level.lower(), "--without-web"]
     worker_app.main()
     return 0
 
@@ -161,16 +180,17 @@ def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
 
     Path(args.dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     pair = generate_keypair(Path(args.dir), args.name)
-    print(json.dumps({
-        "private_key": str(pair.private_key_path),
-        "public_key": str(pair.public_key_path),
-        "key_id": pair.key_id,
-    }))
+    Output.of(args).result(
+        {"private_key": str(pair.private_key_path), "public_key": str(pair.public_key_path), "key_id": pair.key_id},
+        [f"private key  {pair.private_key_path}", f"public key   {pair.public_key_path}",
+         f"key id       {pair.key_id}"])
     return 0
 
 
 def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a bundle request for the commit REF resolves to."""
+    from datetime import UTC, datetime
+
     from worker._internal.kafka import Producer
     from worker._internal.lakefs import LakeFS
     from worker.constants import TOPIC_EVENTS
@@ -203,7 +223,10 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
                 key=event_key(event.repository_id, event.commit_id),
                 headers=headers_with_trace(),
             )
-        print(json.dumps({"repository": args.repo, "ref": args.ref, "commit": info.id, "published": True}))
+        Output.of(args).result(
+            {"repository": args.repo, "ref": args.ref, "commit": info.id, "published": True},
+            f"requested a bundle of commit {info.id} (lakefs://{args.repo}/{args.ref}); "
+            "the worker builds it and the ledger records it")
         return 0
 
     return _run(go())
@@ -215,6 +238,10 @@ def _looks_like_commit(ref: str) -> bool:
 
 def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
     """Build a commit's bundle into a local file, without uploading (reproducibility checks)."""
+    import shutil
+    import tempfile
+    from datetime import UTC, datetime
+
     from worker.events import CommitEvent
     from worker.io.bundling import build_bundle
     from worker.io.runtime import Runtime
@@ -235,8 +262,11 @@ def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
                 shutil.move(built.path, args.out)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        print(json.dumps({"commit": info.id, "out": args.out, "sha256": built.sha256, "size": built.size,
-                          "members": len(built.manifest.members)}))
+        Output.of(args).result(
+            {"commit": info.id, "out": args.out, "sha256": built.sha256, "size": built.size,
+             "members": len(built.manifest.members)},
+            f"built {args.out}: commit {info.id}, {len(built.manifest.members)} members, {built.size} bytes, "
+            f"sha256 {built.sha256}")
         return 0
 
     return _run(go())
@@ -245,12 +275,23 @@ def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     """Verify a bundle as the rollback agent does (see :mod:`worker.io.verifying`)."""
     checked = _check_bundle(args, settings, None)
-    if checked is None:
-        return 1
+    out = Output.of(args)
+    if isinstance(checked, str):
+        out.result({"ok": False, "bundle": args.bundle, "error": checked}, f"FAIL: {checked}")
+        return Exit.CHECK_FAILED
     v = checked.bundle
-    print(f"OK: bundle {args.bundle} sha256 {v.sha256} commit {v.manifest.lakefs_commit} "
-          f"members {len(v.manifest.members)} signed by key {v.key_id}; {_registry_note(checked)}")
+    out.result(_bundle_doc(args, checked), f"OK: bundle {args.bundle} sha256 {v.sha256} commit "
+               f"{v.manifest.lakefs_commit} members {len(v.manifest.members)} signed by key {v.key_id}; "
+               f"{_registry_note(checked)}")
     return 0
+
+
+def _bundle_doc(args: argparse.Namespace, checked: CheckedBundle) -> dict[str, Any]:
+    """``kfm verify --json`` and ``kfm restore --json`` (docs/cli.md#verify)."""
+    v, p = checked.bundle, checked.proof
+    return {"ok": True, "bundle": args.bundle, "sha256": v.sha256, "commit": v.manifest.lakefs_commit,
+            "members": len(v.manifest.members), "key_id": v.key_id,
+            "ledger": None if p is None else {"seq": p.row.seq, "tree_size": p.tree_size, "root": p.root}}
 
 
 def _registry_note(checked: CheckedBundle) -> str:
@@ -261,49 +302,58 @@ def _registry_note(checked: CheckedBundle) -> str:
             f"(root {p.root})")
 
 
-def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None) -> CheckedBundle | None:
-    """Fetch, verify (and with ``to``, extract) the bundle ``args`` name; None after printing ``FAIL: ...``.
+def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None) -> CheckedBundle | str:
+    """Fetch, verify (and with ``to``, extract) the bundle ``args`` name; else why it was refused.
 
     Why one function for verify and restore: both must refuse exactly what
-    the rollback agent refuses, with the configured limits.
+    the rollback agent refuses, with the configured limits. A bundle that
+    fails a check is the answer "no" (exit 1); a file that cannot be read,
+    or a registry that does not answer, raises (exit 2 or 4).
     """
+    import tempfile
+
+    from worker._cli_common import check_commit_arg
     from worker.bundle.binding import bound_commit
-    from worker.errors import IntegrityError
+    from worker.errors import IntegrityError, UsageError
     from worker.io.verifying import check_bundle
 
     trusted = _trusted_keys(args, settings)
     limits = settings.limits
+    if args.commit is not None and len(check_commit_arg(args.commit, "--commit")) < 64 and args.offline:
+        raise UsageError("--commit: give the full commit id with --offline (a prefix is resolved against the ledger)")
 
     async def go(tmp: Path) -> CheckedBundle:
-        commit = bound_commit(args.commit, args.bundle)
-        bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp)
         if args.offline:
+            commit = bound_commit(args.commit, args.bundle)
+            bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp)
             return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=None, extract_to=to)
         # Imported here: the S3 client costs ~0.3 s of start-up that an offline check does not need.
         from worker._internal.s3 import open_bucket
         from worker.io.ledger_reader import LedgerReader
 
         async with open_bucket(settings) as registry:
+            full = None if args.commit is None else await resolve_commit(registry, args.commit)
+            commit = bound_commit(full, args.bundle)
+            bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp)
             ledger = LedgerReader(registry, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
             return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=ledger, extract_to=to)
 
     with tempfile.TemporaryDirectory(prefix="kfm-verify-") as tmp:
         try:
-            return asyncio.run(go(Path(tmp)))
-        except OSError as e:
-            # Reading the bundle or attestation, or writing the restore: one line, no traceback.
-            print(f"FAIL: {e.filename}: {e.strerror}" if e.filename else f"FAIL: {e}")
+            return _run_any(go(Path(tmp)))
+        except UsageError:
+            raise
         except IntegrityError as e:
-            print(f"FAIL: {e.diagnostics()}")
-    return None
+            return e.diagnostics()
 
 
 async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Path) -> tuple[Path, bytes]:
     """A local path, or an s3:// URI (downloaded, streamed); each read within the configured limits."""
+    import asyncio
+
     limits = settings.limits
     if not bundle.startswith("s3://"):
-        path = Path(bundle)
-        att = Path(attestation) if attestation else path.with_name(path.name.replace(".tar.zst", ".intoto.json"))
+        path, att = await asyncio.to_thread(_local_inputs, bundle, attestation)
         return path, await asyncio.to_thread(_read_at_most, att, limits.max_envelope_bytes)
     from worker._internal.s3 import open_bucket
     from worker.constants import ATTESTATIONS_PREFIX
@@ -322,6 +372,20 @@ async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None
         else:
             envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", limits.max_envelope_bytes)
     return local, envelope
+
+
+def _local_inputs(bundle: str, attestation: str | None) -> tuple[Path, Path]:
+    """A local bundle and its attestation, each checked to be there: a missing file is named as what it is."""
+    path = Path(bundle)
+    if not path.is_file():  # said before the attestation beside it is looked for
+        raise FileNotFoundError(errno.ENOENT, "not a file" if path.exists() else "no such bundle file", bundle)
+    if attestation:
+        return path, Path(attestation)
+    att = path.with_name(path.name.replace(".tar.zst", ".intoto.json"))
+    if not att.is_file():
+        raise FileNotFoundError(
+            errno.ENOENT, f"no attestation beside the bundle (looked for {att.name}); give --attestation", str(att))
+    return path, att
 
 
 def _split(split: Callable[[str], tuple[str, str]], uri: str) -> tuple[str, str]:
@@ -386,18 +450,33 @@ def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
     from worker.errors import IntegrityError
 
     async def go(rt: Runtime) -> int:
-        row = await _reader(rt, args, settings, keys=False).row_for(args.commit)
+        commit = await resolve_commit(rt.bucket, args.commit, "COMMIT")
+        row = await _reader(rt, args, settings, keys=False).row_for(commit)
         if row is None:
-            raise IntegrityError(f"no ledger row for commit {args.commit}")
-        print(json.dumps(row.model_dump(mode="json"), indent=2, sort_keys=True))
+            raise IntegrityError(f"no ledger row for commit {commit} (`kfm ledger list` shows the rows)")
+        doc = row.model_dump(mode="json")
+        Output.of(args).result(doc, [f"{k:<24}  {v}" for k, v in _flatten(doc)])
         return 0
 
     return _with_runtime(go, settings)
 
 
+def _flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A JSON object as ``(dotted.key, value)`` pairs in key order: the text form of one record."""
+    if isinstance(doc, dict) and doc:
+        return [kv for k in sorted(doc) for kv in _flatten(doc[k], f"{prefix}.{k}" if prefix else k)]
+    return [(prefix, json.dumps(doc) if isinstance(doc, dict | list) or doc is None else doc)]
+
+
 def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
     async def go(rt: Runtime) -> int:
-        print(json.dumps(await _reader(rt, args, settings).prove(args.commit), indent=2))
+        commit = await resolve_commit(rt.bucket, args.commit, "COMMIT")
+        p = await _reader(rt, args, settings).prove(commit)
+        Output.of(args).result(p, [
+            f"OK: row {p['seq']} of commit {commit} is included in the signed checkpoint of size {p['tree_size']}",
+            f"root     {p['root']}", f"row hash {p['row_hash']}",
+            *(f"proof[{i}] {h}" for i, h in enumerate(p["inclusion_proof"])),
+            "checkpoint:", *("  " + line for line in p["checkpoint"].splitlines())])
         return 0
 
     return _with_runtime(go, settings)
@@ -411,18 +490,23 @@ def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
     note = Path(args.from_checkpoint).read_bytes() if args.from_checkpoint else None
 
     async def go(rt: Runtime) -> int:
+        out = Output.of(args)
         try:
             r = await verify_registry(rt, trusted, trusted_note=note, derived=args.derived)
         except VerificationError as e:
-            print(f"FAIL: {e}")
-            return 1
+            out.result({"ok": False, "error": str(e)}, f"FAIL: {e}")
+            return Exit.CHECK_FAILED
         checked = r.rows - r.from_size
+        rate = checked / r.seconds if r.seconds else 0
         what = f"rows {r.from_size}..{r.rows}" if r.from_size else f"{r.rows} rows"
-        print(f"OK: {what} canonical, chain valid, one row per commit, {r.tiles} tiles and root {r.root} "
-              f"match {r.checkpoints} signed checkpoints"
-              + (f"; consistent with the trusted checkpoint of size {r.from_size}" if r.from_size else "")
-              + ("; row objects, sidecars and Parquet mirror agree" if r.derived else "")
-              + f" ({checked / r.seconds if r.seconds else 0:,.0f} rows/s)")
+        out.result(
+            {"ok": True, "rows": r.rows, "from_size": r.from_size, "tiles": r.tiles, "root": r.root,
+             "checkpoints": r.checkpoints, "derived": r.derived, "rows_per_s": round(rate)},
+            f"OK: {what} canonical, chain valid, one row per commit, {r.tiles} tiles and root {r.root} "
+            f"match {r.checkpoints} signed checkpoints"
+            + (f"; consistent with the trusted checkpoint of size {r.from_size}" if r.from_size else "")
+            + ("; row objects, sidecars and Parquet mirror agree" if r.derived else "")
+            + f" ({rate:,.0f} rows/s)")
         return 0
 
     return _with_runtime(go, settings)
@@ -436,12 +520,14 @@ def _ledger_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go(rt: Runtime) -> int:
         if await rt.bucket.head(LEDGER_HEAD_KEY) is not None:
-            print("the ledger is already in the tiled layout; nothing to do")
+            Output.of(args).result({"migrated": 0, "already_tiled": True},
+                                   "the ledger is already in the tiled layout; nothing to do")
             return 0
         origin = checkpoint_origin(settings.checkpoint_name, rt.bucket.name)
         signer = checkpoint_signer(settings.checkpoint_key_name, origin)
         n = await migrate_legacy(rt.bucket, origin, signing_key(rt), signer)
-        print(f"migrated {n} rows to the tiled layout (row bytes and roots unchanged)")
+        Output.of(args).result({"migrated": n, "already_tiled": False},
+                               f"migrated {n} rows to the tiled layout (row bytes and roots unchanged)")
         return 0
 
     return _with_runtime(go, settings)
@@ -453,10 +539,11 @@ def _ledger_vkey(args: argparse.Namespace, settings: Settings) -> int:
     from worker.keys import load_private_key
     from worker.ledger.checkpoint import vkey
 
-    settings.require("s3_bucket")  # the origin names the bucket
+    settings.require("s3_bucket", "signing_key")  # the origin names the bucket
     origin = checkpoint_origin(settings.checkpoint_name, settings.s3_bucket)
     key = load_private_key(Path(settings.signing_key))
-    print(vkey(checkpoint_signer(settings.checkpoint_key_name, origin), key.public_key()))
+    verifier = vkey(checkpoint_signer(settings.checkpoint_key_name, origin), key.public_key())
+    Output.of(args).result({"origin": origin, "vkey": verifier}, verifier)
     return 0
 
 
@@ -466,13 +553,16 @@ def _ledger_export(args: argparse.Namespace, settings: Settings) -> int:
     async def go(rt: Runtime) -> int:
         reader = _reader(rt, args, settings)
         n = await export_jsonl(reader, Path(args.out) if args.out else None)
-        print(f"exported {n} rows to {args.out or rt.bucket.uri('index/rollback-index.jsonl')}")
+        where = args.out or rt.bucket.uri("index/rollback-index.jsonl")
+        Output.of(args).result({"rows": n, "out": where}, f"exported {n} rows to {where}")
         return 0
 
     return _with_runtime(go, settings)
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
     from worker.io.ledger_audit import replay
 
     trusted = _trusted_keys(args, settings)
@@ -481,36 +571,68 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
     async def go(rt: Runtime) -> int:
         r = await replay(rt, trusted, scratch)
         verdict = "MATCH" if r.matches else "MISMATCH"
-        print(f"{verdict}: {r.candidates} candidates replayed into {r.rows} rows "
-              f"({r.duplicates} duplicates, {r.rejected} rejected), root {r.root}; scratch {scratch}")
-        for d in r.differences:
-            print(f"  - {d}")
-        return 0 if r.matches else 1
+        Output.of(args).result(
+            {"match": r.matches, "candidates": r.candidates, "rows": r.rows, "duplicates": r.duplicates,
+             "rejected": r.rejected, "root": r.root, "scratch": str(scratch), "differences": list(r.differences)},
+            [f"{verdict}: {r.candidates} candidates replayed into {r.rows} rows "
+             f"({r.duplicates} duplicates, {r.rejected} rejected), root {r.root}; scratch {scratch}",
+             *(f"  - {d}" for d in r.differences)])
+        return Exit.OK if r.matches else Exit.CHECK_FAILED
 
     return _with_runtime(go, settings)
 
 
+_REQUEST_OPTIONS = {"commit": "--commit", "target_branch": "--branch", "lakefs_repo": "--repo",
+                    "bundle_uri": "--bundle", "request_id": "--request-id", "requested_by": "--requested-by",
+                    "reason": "--reason"}
+
+
+def _rollback_request(**fields: Any) -> RollbackRequest:
+    """The request, or a :class:`UsageError` naming the option whose value the request refuses."""
+    from pydantic import ValidationError
+
+    from worker.errors import UsageError
+    from worker.rollback.request import RollbackRequest
+
+    try:
+        return RollbackRequest(**fields)
+    except ValidationError as e:
+        first = e.errors(include_url=False, include_input=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        raise UsageError(f"{_REQUEST_OPTIONS.get(field, field)} {fields.get(field)!r}: "
+                         f"{first['msg'].removeprefix('Value error, ')}") from None
+
+
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a rollback request; with --wait, follow it to its result."""
+    import getpass
+    import uuid
+    from datetime import UTC, datetime
+
+    from worker._cli_common import check_commit_arg
     from worker._internal.kafka import PartitionTail, Producer, follow_partition
     from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
     from worker.errors import IntegrityError
     from worker.io.ledger_reader import LedgerReader
     from worker.io.runtime import Runtime
-    from worker.rollback.request import RollbackRequest, RollbackResult, request_key
+    from worker.rollback.request import RollbackResult, request_key
+
+    typed = check_commit_arg(args.commit, "--commit")
 
     async def go() -> int:
-        repo = args.repo
-        if not repo:
+        repo, commit = args.repo, typed
+        if not repo or len(commit) < 64:
             async with await Runtime.open(settings) as rt:
-                row = await LedgerReader(rt.bucket).row_for(args.commit)
-            if row is None:
-                raise IntegrityError(f"no ledger row for commit {args.commit}; pass --repo to ask anyway")
-            repo = row.lakefs_repo
-        req = RollbackRequest(
+                commit = await resolve_commit(rt.bucket, commit)
+                row = None if repo else await LedgerReader(rt.bucket).row_for(commit)
+            if not repo:
+                if row is None:
+                    raise IntegrityError(f"no ledger row for commit {commit}; pass --repo to ask anyway")
+                repo = row.lakefs_repo
+        req = _rollback_request(
             request_id=args.request_id or str(uuid.uuid4()),
             lakefs_repo=repo,
-            commit=args.commit,
+            commit=commit,
             target_branch=args.branch,
             strategy=args.strategy,
             bundle_uri=args.bundle or "",
@@ -534,6 +656,8 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)
 
     async def wait_for_result(req: RollbackRequest, results: PartitionTail) -> int:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + args.timeout
         while loop.time() < deadline:
@@ -554,20 +678,15 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
     """Verify as `kfm verify` does, then extract into a directory (air-gapped recovery)."""
     checked = _check_bundle(args, settings, Path(args.to))
-    if checked is None:
-        return 1
+    out = Output.of(args)
+    if isinstance(checked, str):
+        out.result({"ok": False, "bundle": args.bundle, "to": args.to, "error": checked}, f"FAIL: {checked}")
+        return Exit.CHECK_FAILED
     v = checked.bundle
-    print(f"OK: verified bundle of commit {v.manifest.lakefs_commit} ({v.sha256}); "
-          f"{len(v.manifest.members)} members extracted to {args.to}; {_registry_note(checked)}")
+    out.result({**_bundle_doc(args, checked), "to": args.to},
+               f"OK: verified bundle of commit {v.manifest.lakefs_commit} ({v.sha256}); "
+               f"{len(v.manifest.members)} members extracted to {args.to}; {_registry_note(checked)}")
     return 0
-
-
-def _installed_version() -> str:
-    """The installed distribution's version, so a wheel, an image and a checkout each say which they are."""
-    try:
-        return metadata.version("kfm-rollback-registry")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -576,12 +695,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="KFM rollback artifact registry: signed, verifiable rollbacks of lakeFS commits.",
         epilog="Every option defaults to a KFM_* environment variable; see docs/configuration.md.",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
-    p.add_argument("--version", action="version", version=f"kfm {_installed_version()}")
-    p.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers (KFM_KAFKA_BOOTSTRAP)")
-    p.add_argument("--lakefs-endpoint", help="lakeFS URL (KFM_LAKEFS_ENDPOINT)")
-    p.add_argument("--s3-endpoint", help="registry S3 endpoint (KFM_S3_ENDPOINT)")
-    p.add_argument("--s3-bucket", help="registry bucket (KFM_S3_BUCKET)")
+    add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Added in this order: it is the order `kfm --help` lists the verbs in.
     _add_hooks_commands(sub)
@@ -590,6 +704,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_ledger_commands(sub)
     add_coverage_commands(sub)
     _add_rollback_commands(sub)
+    spread_global_options(p)
     return p
 
 
@@ -766,23 +881,39 @@ def _lakefs_uri(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _quiet_libraries() -> None:
+    """A one-shot verb reports a failure in its own one line: the client libraries' log lines about
+    the same failure (aiokafka's "Unable connect to ...") would only repeat it. ``-v`` keeps them."""
+    import logging
+
+    for name in ("aiokafka", "kafka", "botocore", "aiobotocore", "urllib3"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; its exit code is one of :class:`worker.cli_output.Exit` (docs/cli.md#exit-codes)."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits 2 here, with argparse's one line
     if problem := _lakefs_uri(args):
         parser.error(problem)
+    if args.json and args.quiet:
+        parser.error("--json and --quiet: choose one")
     try:
+        from worker.config import load_settings
+        from worker.logs import configure_logging
+
         settings = load_settings(overrides={k: getattr(args, k, None) for k in _OVERRIDES})
         configure_logging(settings.log_level)
         handler: Handler = args.handler
+        if handler not in (_worker, _hooks_serve) and not args.verbose:
+            _quiet_libraries()
         return handler(args, settings)
-    except Error as e:
+    except KeyboardInterrupt:
+        return Exit.INTERRUPTED
+    except Exception as e:
         if args.verbose:
             raise
-        print(f"kfm: error: {e.diagnostics()}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return report_error(e)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ codes mean is in docs/coverage.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Coroutine
@@ -16,14 +15,13 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from worker.config import Settings
-from worker.errors import ConfigError, Error
-from worker.ids import check_branch, check_repo
+from worker.errors import Error, UsageError
 from worker.utc import format_utc
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction
 
+    from worker.config import Settings
     from worker.coverage import CommitCoverage, HookRunFailure, Horizon
     from worker.io.runtime import Runtime
 
@@ -31,6 +29,8 @@ __all__ = ["add_coverage_commands", "forget_failure", "register_watched_branch"]
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
+    import asyncio  # here, not at the top: `kfm --help` does not need it
+
     return asyncio.run(coro)
 
 
@@ -39,23 +39,25 @@ def _ts(t: datetime | None) -> str | None:
 
 
 def _check_ids(repo: str | None, branch: str | None) -> None:
+    from worker.ids import check_branch, check_repo
+
     try:
         if repo is not None:
             check_repo(repo)
         if branch is not None:
             check_branch(branch)
     except ValueError as e:
-        raise ConfigError(f"--repo/--branch: {e}") from None
+        raise UsageError(f"--repo/--branch: {e}") from None
 
 
 # --- kfm reconcile ---------------------------------------------------------------
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from worker._cli_common import parse_since
     from worker.io.reconciling import Reconciler
     from worker.io.runtime import Runtime
-    from worker.watch import parse_since
 
     if args.branch and not args.repo:
-        raise ConfigError("--branch needs --repo")
+        raise UsageError("--branch needs --repo")
     _check_ids(args.repo, args.branch)
     since = parse_since(args.since) if args.since else None
 
@@ -100,18 +102,18 @@ async def _coverage_horizon(rt: Runtime, repo: str, branch: str, since: datetime
 
 
 def _coverage(args: argparse.Namespace, settings: Settings) -> int:
+    from worker._cli_common import parse_since
     from worker.coverage import RowRef, coverage_exit_code, report
     from worker.errors import NotFoundError
     from worker.io import markers
     from worker.io.reconciling import failed_hook_runs, known_for, walk
     from worker.io.runtime import Runtime
-    from worker.watch import parse_since
 
     _check_ids(args.repo, args.branch)
     since = parse_since(args.since) if args.since else None
     grace = settings.coverage_grace_s if args.grace_s is None else args.grace_s
     if grace < 0:
-        raise ConfigError("--grace-s must not be negative")
+        raise UsageError("--grace-s must not be negative")
 
     async def go() -> int:
         async with await Runtime.open(settings) as rt:
@@ -120,7 +122,7 @@ def _coverage(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 walked, _ = await walk(rt, args.repo, args.branch, horizon, rows)
             except NotFoundError:
-                raise ConfigError(f"{args.repo}/{args.branch}: no such repository or branch in lakeFS") from None
+                raise UsageError(f"{args.repo}/{args.branch}: no such repository or branch in lakeFS") from None
             marks = [m for m in await markers.failed_marks(rt.bucket, args.repo) if m.branch == args.branch]
             known = await known_for(rt, args.repo, walked, rows, marks)
             oldest = walked[-1].creation_date if walked else None
@@ -238,5 +240,4 @@ def add_coverage_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> No
                                      "(default: since the branch's first watched commit)")
     cov.add_argument("--grace-s", type=float, help="seconds a commit may be missing before it counts "
                                                    "(default KFM_COVERAGE_GRACE_S, 300)")
-    cov.add_argument("--json", action="store_true", help="JSON instead of text")
     cov.set_defaults(handler=_coverage)

@@ -12,9 +12,10 @@ leaks out of our modules; ``worker._internal`` raises only these classes.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import BaseModel, ValidationError
+if TYPE_CHECKING:  # pydantic costs ~0.1 s to import; `kfm --help` and the CLI's error path load this module
+    from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "AlreadyExistsError",
@@ -27,12 +28,13 @@ __all__ = [
     "PayloadError",
     "RequestRefusedError",
     "TransientError",
+    "UsageError",
     "VerificationError",
     "decode_json",
     "describe_validation_error",
 ]
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 
 class Error(Exception):
@@ -45,6 +47,11 @@ class Error(Exception):
 
 class ConfigError(Error):
     """A setting is missing or invalid; the message names the setting."""
+
+
+class UsageError(Error):
+    """The command line is wrong (a malformed id, an ambiguous prefix, conflicting options);
+    the message names the option and what it takes. The CLI exits 2 for it, as for argparse's own."""
 
 
 class IntegrityError(Error):
@@ -130,6 +137,8 @@ def decode_json(model: type[M], data: bytes, what: str, *, whole: str = "") -> M
     Raises:
         IntegrityError: ``data`` is not valid JSON for ``model``.
     """
+    from pydantic import ValidationError  # noqa: PLC0415 (see the TYPE_CHECKING import above)
+
     try:
         return model.model_validate_json(data)
     except ValidationError as e:

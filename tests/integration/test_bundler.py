@@ -178,8 +178,8 @@ async def test_same_commit_bundled_twice_is_byte_identical(
     await lakefs.create_repository(repo, f"local://{repo}")
     commit = await populate(lakefs, repo)
     a, b = tmp_path / "a.tar.zst", tmp_path / "b.tar.zst"
-    ra = json.loads(run_kfm(env, "bundle", "build", "--repo", repo, "--ref", commit, "--out", str(a)).stdout)
-    rb = json.loads(run_kfm(env, "bundle", "build", "--repo", repo, "--ref", commit, "--out", str(b)).stdout)
+    ra = json.loads(run_kfm(env, "bundle", "build", "--json", "--repo", repo, "--ref", commit, "--out", str(a)).stdout)
+    rb = json.loads(run_kfm(env, "bundle", "build", "--json", "--repo", repo, "--ref", commit, "--out", str(b)).stdout)
     assert a.read_bytes() == b.read_bytes()
     assert ra["sha256"] == rb["sha256"] and ra["members"] == rb["members"] == 7
 

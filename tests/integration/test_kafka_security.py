@@ -88,7 +88,7 @@ async def test_a_commit_becomes_a_row_over_sasl_ssl(env: dict[str, str], lakefs:
 
     deadline = time.monotonic() + 180
     while True:
-        shown = await asyncio.to_thread(run_kfm, env, "ledger", "show", commit, check=False)
+        shown = await asyncio.to_thread(run_kfm, env, "ledger", "show", "--json", commit, check=False)
         if shown.returncode == 0 or time.monotonic() > deadline:
             break
         await asyncio.sleep(2)

@@ -277,9 +277,9 @@ async def test_verify_from_a_trusted_checkpoint_checks_only_newer_rows(
 async def test_mirror_disagreement_and_proofs(env: dict[str, str], settings: Settings) -> None:
     rows = [json.loads(x) for x in (await _jsonl(settings)).splitlines()]
     commit = rows[10]["lakefs_commit"]
-    proof = json.loads(run_kfm(env, "ledger", "prove", commit).stdout)
+    proof = json.loads(run_kfm(env, "ledger", "prove", "--json", commit).stdout)
     assert proof["seq"] == 10 and proof["tree_size"] == len(rows) and proof["inclusion_proof"]
-    shown = json.loads(run_kfm(env, "ledger", "show", commit).stdout)
+    shown = json.loads(run_kfm(env, "ledger", "show", "--json", commit).stdout)
     assert shown["hash"] == rows[10]["hash"]
     listed = run_kfm(env, "ledger", "list", "--limit", "3").stdout.splitlines()
     assert [line.split()[1] for line in listed[:3]] == [r["lakefs_commit"] for r in rows[-3:]]

@@ -20,6 +20,7 @@ re-read the page cache (not the disk) and double the cost of a restore.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -122,10 +123,17 @@ class Staging:
     """
 
     def __init__(self, dest_dir: Path) -> None:
-        if dest_dir.is_symlink() or (
-            dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir()))
-        ):
-            raise FileExistsError(f"{dest_dir}: exists and is not an empty directory")
+        want = "give the path of a new or empty directory"
+        if dest_dir.is_symlink():  # not followed: the restore would land wherever the link points
+            raise FileExistsError(errno.EEXIST, f"is a symbolic link; {want} (a link is not followed)", str(dest_dir))
+        if dest_dir.exists() and not dest_dir.is_dir():
+            raise FileExistsError(errno.EEXIST, f"exists and is not a directory; {want}", str(dest_dir))
+        if dest_dir.exists() and any(dest_dir.iterdir()):
+            raise FileExistsError(errno.ENOTEMPTY, f"is not empty; {want} (a restore never overwrites)",
+                                  str(dest_dir))
+        if not dest_dir.parent.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "its parent directory does not exist; create it first",
+                                    str(dest_dir))
         self._dest = dest_dir
         self._tmp = Path(
             tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".partial", dir=dest_dir.parent)
@@ -160,7 +168,7 @@ def staged_extraction(dest_dir: Path) -> Iterator[Staging]:
     """A :class:`Staging` for ``dest_dir``, removed on leaving unless it was published.
 
     Raises:
-        FileExistsError: ``dest_dir`` exists and is not an empty directory.
+        FileExistsError: ``dest_dir`` is a symbolic link, or exists and is not an empty directory.
     """
     staging = Staging(dest_dir)
     try:
@@ -197,7 +205,7 @@ def extract_bundle(
     Raises:
         VerificationError: naming the member (or bundle) that was refused;
             ``dest_dir`` is left untouched.
-        FileExistsError: ``dest_dir`` exists and is not an empty directory.
+        FileExistsError: ``dest_dir`` is a symbolic link, or exists and is not an empty directory.
         OSError: the bundle cannot be read or the files cannot be written.
     """
 

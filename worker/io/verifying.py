@@ -95,7 +95,7 @@ async def check_bundle(
     Raises:
         IntegrityError: the reason the bundle must not be used (a
             :class:`~worker.errors.VerificationError` for a failed check).
-        FileExistsError: ``extract_to`` exists and is not an empty directory.
+        FileExistsError: ``extract_to`` is a symbolic link, or exists and is not an empty directory.
         OSError: the bundle cannot be read, or the files cannot be written.
     """
     if extract_to is None:
