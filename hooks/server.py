@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import HttpVersion11, web
@@ -28,6 +30,7 @@ from hooks.intake import (
     read_body,
 )
 from hooks.payload import parse_webhook
+from worker import metrics
 from worker.clients import Producer
 from worker.config import Settings
 from worker.constants import HEADER_REQUEST_ID, HOOK_TOKEN_HEADER, TOPIC_EVENTS
@@ -164,12 +167,14 @@ async def _handle(request: web.Request, settings: Settings, raw: bytes, request_
             repository_id=event.repository_id, commit_id=event.commit_id, trace_id=trace_id
         )
         try:
+            sent = time.monotonic()
             partition, offset = await request.app[_PRODUCER].send(
                 settings.topic(TOPIC_EVENTS),
                 event.to_bytes(),
                 key=event_key(event.repository_id, event.commit_id),
                 headers=headers_with_trace([(HEADER_REQUEST_ID, request_id.encode())]),
             )
+            metrics.WEBHOOK_PUBLISH_SECONDS.observe(time.monotonic() - sent)
         except (TransientError, ConfigError) as e:  # ConfigError: the cluster refused our login since start
             log.error("webhook.kafka_unavailable", error=str(e))
             return _error(503, "event log unavailable; lakeFS should retry the action", request_id)
@@ -225,6 +230,9 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
 
     app.on_startup.append(_ensure_topics)
     app.on_cleanup.append(_close)
+    app.on_response_prepare.append(_count_webhook)
+    if settings.hooks_metrics_port:
+        app.cleanup_ctx.append(_metrics_listener)
     app.router.add_post(WEBHOOK_PATH, webhook, expect_handler=_expect)
     # Every other method gets its 405 from us, after our expect handler: aiohttp's own would
     # first invite the body with 100 Continue (refusing a request only after it was sent).
@@ -232,6 +240,20 @@ def make_app(settings: Settings, producer: Producer | None = None) -> web.Applic
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+async def _count_webhook(request: web.Request, response: web.StreamResponse) -> None:
+    """Every final answer on the webhook path, whichever handler gave it (the expect handler too)."""
+    if request.path == WEBHOOK_PATH:
+        metrics.WEBHOOKS.labels(str(response.status)).inc()
+
+
+async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """``/metrics`` on its own port (worker/metrics.py says why not the webhook port)."""
+    settings = app[_SETTINGS]
+    runner = await metrics.serve(settings.metrics_host, settings.hooks_metrics_port, "KFM_HOOKS_METRICS_PORT")
+    yield
+    await runner.cleanup()
 
 
 class _OneLineClientFaults(logging.Filter):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ import structlog
 from faust.auth import Credentials, SASLCredentials, SSLCredentials
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from worker import health, metrics
 from worker._internal.kafka import partition_count
 from worker.config import KafkaAccess, load_settings
 from worker.constants import TOPIC_EVENTS, TOPIC_INDEX_CANDIDATES, TOPIC_ROLLBACK_REQUESTS
@@ -33,7 +35,7 @@ from worker.io.reconciling import reconcile_tick
 from worker.io.rolling_back import handle_rollback_request
 from worker.io.runtime import Runtime
 from worker.keys import TrustedKeys
-from worker.logs import configure_logging
+from worker.logs import configure_logging, stdlib_config
 from worker.membership import group_instance_id
 from worker.retry import retry_transient
 from worker.topics import app_id, ensure_all_topics
@@ -101,6 +103,8 @@ app = faust.App(
     # Static membership: a restarted worker rejoins as the same member, no session-timeout wait.
     consumer_group_instance_id=instance_id,
     stream_wait_empty=False,
+    # Faust sets up the root logger when its worker starts: with our JSON formatter (worker/logs.py).
+    logging_config=stdlib_config(settings.log_level),
 )
 
 events_topic = app.topic(settings.topic(TOPIC_EVENTS), value_type=bytes, key_type=bytes)
@@ -252,7 +256,18 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         for (source, value), outcome in zip(batch, outcomes, strict=True):
             if outcome.kind == "rejected" and outcome.error is not None:
                 await dead_letter(rt, source, value, refusal_of(outcome.error))
+        _writer_lag(events)
         yield None
+
+
+def _writer_lag(events: Sequence[faust.types.EventT[bytes]]) -> None:
+    """How far behind the writer is: each candidate's wait, and what is left on its topic."""
+    now = time.time()
+    for event in events:
+        metrics.WRITER_LAG_SECONDS.observe(max(now - event.message.timestamp, 0.0))
+    last = events[-1].message
+    with contextlib.suppress(Exception):  # no highwater yet (just assigned): keep the last figure
+        metrics.WRITER_LAG_RECORDS.set(max(app.consumer.highwater(last.tp) - last.offset - 1, 0))
 
 
 @app.agent(rollback_topic)
@@ -285,3 +300,22 @@ async def reconciler() -> None:
 # A 1 s tick checks leadership; reconcile_tick runs a pass when one is due. (Faust's
 # timer decorator is untyped, so it is applied by call to keep the function typed.)
 app.timer(interval=1.0, on_leader=True)(reconciler)
+
+
+async def http_probes() -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics`` while the worker runs (KFM_WORKER_HTTP_PORT; worker/health.py)."""
+    if not settings.worker_http_port:
+        return
+    try:
+        runner = await health.serve(settings, app, runtime)
+    except ConfigError as e:  # the port is taken: the worker must not run without its probes
+        log.critical("worker.http_failed", error=str(e))
+        await app.crash(e)
+        return
+    try:
+        await asyncio.Event().wait()  # until the worker stops (this task is cancelled)
+    finally:
+        await runner.cleanup()
+
+
+app.task(http_probes)

@@ -102,6 +102,11 @@ class Settings:
     hooks_host: str = "127.0.0.1"
     hooks_port: int = 18080
     hooks_read_timeout_s: float = 10.0  # a webhook's head and body must arrive within this
+    # Prometheus /metrics of the receiver, on a port of its own (worker/metrics.py says why); 0: off.
+    hooks_metrics_port: int = 0
+    # The worker's /healthz, /readyz and /metrics; 0: off.
+    worker_http_port: int = 0
+    metrics_host: str = "127.0.0.1"  # where both of those listen
     kafka_timeout_s: float = 10.0
     signing_key: str = ""
     trusted_keys_dir: str = ""
@@ -392,6 +397,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"KFM_KAFKA_BOOTSTRAP={s.kafka_bootstrap!r}: expected host:port[,host:port]")
     if not 0 < s.hooks_port < 65536:
         raise ConfigError(f"KFM_HOOKS_PORT={s.hooks_port}: not a TCP port")
+    for name in ("hooks_metrics_port", "worker_http_port"):
+        if getattr(s, name) > 65535:
+            raise ConfigError(f"KFM_{name.upper()}={getattr(s, name)}: not a TCP port (0: off)")
+    if s.hooks_metrics_port and s.hooks_metrics_port == s.hooks_port:
+        raise ConfigError(f"KFM_HOOKS_METRICS_PORT={s.hooks_metrics_port}: must differ from KFM_HOOKS_PORT")
     if s.hooks_read_timeout_s <= 0:
         raise ConfigError(f"KFM_HOOKS_READ_TIMEOUT_S={s.hooks_read_timeout_s}: must be positive")
     _validate_reconcile(s)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,14 +54,28 @@ def test_redaction_replaces_every_matching_key_and_keeps_the_rest() -> None:
 
 
 @pytest.fixture
-def json_logging() -> Iterator[io.StringIO]:
-    """The project's processor chain, with only the output file swapped for a buffer."""
-    configure_logging("INFO")
+def json_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The project's processor chain, ours and the standard library's, writing to a buffer instead of stderr."""
+    yield from _configured("INFO", monkeypatch)
+
+
+def _configured(level: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     out = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in _LIBRARIES}
+    monkeypatch.setattr(sys, "stderr", out)  # the standard library's handler writes to stderr as it is now
+    configure_logging(level)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=out))
     yield out
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
+    logging.captureWarnings(False)
+    root.handlers[:], root.level = saved[0], saved[1]
+    for name, lvl in saved[2].items():
+        logging.getLogger(name).setLevel(lvl)
+
+
+_LIBRARIES = ("aiokafka", "botocore", "aiohttp.access", "mode", "faust")
 
 
 def _lines(out: io.StringIO) -> list[dict[str, Any]]:
@@ -96,3 +113,41 @@ def test_secrets_nested_in_mappings_and_lists_are_redacted() -> None:
     out = _redact(None, "info", {"headers": {"Authorization": "Basic abc", "X": "1"}, "items": [{"token": "t"}]})
     assert out["headers"] == {"Authorization": "[redacted]", "X": "1"}
     assert out["items"] == [{"token": "[redacted]"}]
+
+
+def test_standard_library_records_are_json_lines_too(json_logging: io.StringIO) -> None:
+    """aiokafka, Faust and mode log through the standard library: the same renderer, one JSON object a line."""
+    structlog.contextvars.bind_contextvars(request_id="req-7")
+    logging.getLogger("aiokafka").error('Unable connect to "127.0.0.1:1": [Errno 111] Connect call failed')
+    logging.getLogger("faust.worker").info("[^Worker]: Starting...\nsecond line of the same record")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("mode.services").exception("crashed")
+    lines = _lines(json_logging)
+    assert len(lines) == 3 == len(json_logging.getvalue().splitlines())
+    kafka, faust, mode = lines
+    assert kafka["logger"] == "aiokafka" and kafka["level"] == "error" and kafka["event"].startswith("Unable connect")
+    assert kafka["request_id"] == "req-7" and "timestamp" in kafka
+    assert faust["logger"] == "faust.worker" and faust["level"] == "info" and "second line" in faust["event"]
+    assert mode["level"] == "error" and "RuntimeError: boom" in mode["exception"]
+
+
+def test_python_warnings_become_json_lines(json_logging: io.StringIO) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.captureWarnings(True)  # catch_warnings saved showwarning before configure_logging set it
+        warnings.warn("deprecated thing", DeprecationWarning, stacklevel=1)
+    (line,) = _lines(json_logging)
+    assert line["logger"] == "py.warnings" and "deprecated thing" in line["event"]
+
+
+def test_library_debug_lines_that_quote_requests_stay_off_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's DEBUG lines quote request headers (the signature) and bodies: never logged."""
+    for out in _configured("DEBUG", monkeypatch):
+        logging.getLogger("botocore.endpoint").debug("Making request with headers {'Authorization': 'AWS4 x'}")
+        logging.getLogger("aiohttp.access").info('127.0.0.1 "POST /lakefs/webhook HTTP/1.1" 202')
+        logging.getLogger("aiokafka.conn").debug("kept: aiokafka's debug lines carry no credentials")
+        get_logger("kfm.test").debug("ours too")
+        assert [line["event"] for line in _lines(out)] == [
+            "kept: aiokafka's debug lines carry no credentials", "ours too"]

@@ -172,6 +172,18 @@ class Bucket:
             raise
         return n, h.hexdigest()
 
+    async def ping(self) -> None:
+        """Readiness: the bucket exists and these credentials may use it (HeadBucket).
+
+        Raises:
+            TransientError: the server does not answer.
+            IntegrityError, NotFoundError: it refuses the credentials or has no such bucket.
+        """
+        try:
+            await self._c.head_bucket(Bucket=self.name)
+        except (ClientError, BotoCoreError) as e:
+            raise _wrap(e, f"head bucket {self.name}") from e
+
     async def head(self, key: str) -> Head | None:
         try:
             r = await self._c.head_object(Bucket=self.name, Key=key)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from worker import metrics
 from worker.bundle.attest import build_statement, sign_statement, verify_envelope
 from worker.bundle.manifest import BundleManifest
 from worker.bundle.tarzst import write_bundle
@@ -135,6 +136,8 @@ async def bundle_and_upload(
             with measure(energy_model) as energy:
                 built = await build_bundle(rt, event, work)
         finished = datetime.now(UTC)
+        metrics.BUNDLE_BUILD_SECONDS.observe((finished - started).total_seconds())
+        metrics.BUNDLE_BYTES.observe(built.size)
         artifact_key = f"{ARTIFACTS_PREFIX}{commit}.tar.zst"
         lineage = bundle_events(
             repository=event.repository_id, commit=commit, artifact_uri=rt.bucket.uri(artifact_key),

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from worker import metrics
 from worker.constants import TOPIC_INDEX_CANDIDATES
 from worker.errors import ConfigError, Error, TransientError
 from worker.events import CommitEvent, decode_event, event_key
@@ -111,6 +112,7 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, source: S
                        Refusal(Reason.RETRIES_EXHAUSTED, f"candidate not published: {e}"))
         return False
     log.info("bundle.candidate_published", commit_id=event.commit_id, sha256=published.bundle_sha256)
+    metrics.BUNDLES_BUILT.inc()
     return True
 
 
@@ -119,6 +121,7 @@ async def _give_up(rt: Runtime, event: CommitEvent, value: bytes, source: Source
     what the reconciler and `kfm coverage` read; then the dead letter and the governance
     event, which need Kafka (often the very thing that is down when retries run out)."""
     reason, retryable = refusal.message, refusal.reason is Reason.RETRIES_EXHAUSTED
+    metrics.BUNDLES_FAILED.labels(refusal.reason.value).inc()
     await _best_effort("bundle.failed_marker_failed", event,
                        markers.mark_failed(rt.bucket, event, reason, retryable=retryable))
     await dead_letter(rt, source, value, refusal)

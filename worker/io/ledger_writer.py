@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 
+from worker import metrics
 from worker._internal.s3 import Bucket
 from worker.bundle.attest import verify_envelope
 from worker.canonical import sha256_hex
@@ -436,8 +438,12 @@ async def record_batch(
         outcomes = [_apply(appender, p, value, err, now) for p, value, err in zip(parsed, values, checks, strict=True)]
         if appender.rows:
             # ConflictError propagates: another writer won; the caller reloads and retries.
+            started = time.monotonic()
             await store.commit(appender)
+            metrics.LEDGER_APPEND_SECONDS.observe(time.monotonic() - started)
+            metrics.LEDGER_ROWS.set(store.tip.size)
     for o in outcomes:
+        metrics.LEDGER_CANDIDATES.labels(o.kind).inc()
         await _report(rt, o)
     if appender.rows:
         await emit_raw(rt, "checkpoint.signed", "", "", size=store.tip.size, root=store.tip.root().hex(),

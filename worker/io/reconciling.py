@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from worker import metrics
 from worker._internal.lakefs import CommitInfo
 from worker.constants import TOPIC_EVENTS
 from worker.coverage import (
@@ -344,6 +345,8 @@ class Reconciler:
             FIGURES.passes += 1
             FIGURES.last_pass_at = datetime.now(UTC)
             FIGURES.newest_failed_hook_run = newest.run_id if newest else None
+            metrics.RECONCILE_MISSING.set(result.total.missing)
+            metrics.RECONCILE_OLDEST_MISSING_AGE.set(result.total.oldest_missing_age_s or 0.0)
         tot = result.total
         log.info("reconcile.pass", branches=len(result.by_branch), missing=tot.missing,
                  oldest_missing_age_s=tot.oldest_missing_age_s, failed=tot.failed, pending=tot.pending,

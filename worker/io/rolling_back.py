@@ -34,6 +34,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
+from worker import metrics
 from worker._internal.lakefs import ObjectInfo
 from worker.canonical import canonical_bytes
 from worker.constants import EVIDENCE_PREFIX, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
@@ -177,6 +179,7 @@ async def roll_back(
         rid = request_id_of(value) if readable and value is not None else "unknown"
         result = RollbackResult(request_id=rid, status="rejected", final=True, reason=req.message)
         await _publish(rt, result)
+        metrics.ROLLBACKS.labels("rejected").inc()
         if refused is not None:
             await refused(req)
         return result
@@ -196,6 +199,7 @@ async def _handle(
         await _publish(rt, stored)
         return stored
     await _publish(rt, answer(req, "accepted"))
+    started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f"rollback-{req.request_id[:12]}-", dir=rt.work_dir))
     try:
         outcome = await _run(rt, ledger, trusted, req, work, refused=refused)
@@ -207,7 +211,13 @@ async def _handle(
     event = governance_event(req, outcome)
     if event is not None:
         await emit_raw(rt, event.kind, req.lakefs_repo, req.commit, **event.fields)
+    kind = _OUTCOME_LABELS[type(outcome)]
+    metrics.ROLLBACKS.labels(kind).inc()
+    metrics.ROLLBACK_SECONDS.labels(kind).observe(time.monotonic() - started)
     return result
+
+
+_OUTCOME_LABELS: dict[type, str] = {Completed: "completed", Rejected: "rejected", Failed: "failed", DryRun: "dry_run"}
 
 
 async def _run(rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys, req: RollbackRequest,

@@ -1,0 +1,95 @@
+"""The worker's HTTP probes: ``/healthz`` (live), ``/readyz`` (ready), beside ``/metrics``.
+
+Why not ``kfm health`` as the probe: it starts a Python process per probe, opens new
+clients each time, and checks the signing key, so a pod whose key is not mounted yet
+(or a worker run only for rollbacks) would be restarted for something a restart does not
+mend. These answer from the running worker: live while its event loop answers; ready
+while every agent runs and Kafka and the bucket answer, through the worker's own clients.
+The signing key is not looked at (a missing key is reported by the agent that needs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from worker import metrics
+from worker.config import Settings
+from worker.errors import Error
+from worker.io.runtime import Runtime
+
+__all__ = ["serve"]
+
+# Each readiness check gets this long; a dependency slower than that counts as not answering.
+_CHECK_TIMEOUT_S = 5.0
+
+
+class _Service(Protocol):
+    @property
+    def started(self) -> bool: ...
+    @property
+    def crashed(self) -> bool: ...
+
+
+class _App(_Service, Protocol):
+    agents: Any  # Faust's agent manager: a mapping of name to agent
+
+
+async def _live(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _agent_problems(app: _App) -> list[str]:
+    problems = ["worker crashed"] if app.crashed else []
+    for name, agent in app.agents.items():
+        service: _Service = agent
+        if service.crashed:
+            problems.append(f"agent {name} crashed")
+        elif not service.started:
+            problems.append(f"agent {name} not started")
+    return problems
+
+
+async def _check(name: str, probe: Callable[[], Awaitable[None]]) -> str | None:
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT_S):
+            await probe()
+    except TimeoutError:
+        return f"{name}: no answer within {_CHECK_TIMEOUT_S:g} s"
+    except Error as e:
+        return f"{name}: {e.diagnostics()}"
+    return None
+
+
+def _ready(app: _App, runtime: Callable[[], Awaitable[Runtime]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def ready(_: web.Request) -> web.Response:
+        problems = _agent_problems(app)
+        try:
+            rt = await runtime()
+        except Error as e:
+            problems.append(f"clients: {e.diagnostics()}")
+        else:
+            results = await asyncio.gather(_check("kafka", rt.producer.ping), _check("s3", rt.bucket.ping))
+            problems.extend(p for p in results if p is not None)
+        if problems:
+            return web.json_response({"status": "unavailable", "reasons": problems}, status=503)
+        return web.json_response({"status": "ready"})
+
+    return ready
+
+
+async def serve(settings: Settings, app: _App, runtime: Callable[[], Awaitable[Runtime]]) -> web.AppRunner:
+    """Start the probes and ``/metrics`` on ``KFM_METRICS_HOST:KFM_WORKER_HTTP_PORT``.
+
+    Raises:
+        ConfigError: the port cannot be bound.
+    """
+    return await metrics.serve(
+        settings.metrics_host,
+        settings.worker_http_port,
+        "KFM_WORKER_HTTP_PORT",
+        {"/healthz": _live, "/readyz": _ready(app, runtime)},
+    )
