@@ -433,14 +433,20 @@ def _reader(rt: Runtime, args: argparse.Namespace, settings: Settings, *, keys: 
 
 
 def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
+    """The newest rows, read from the ledger's right edge backwards (docs/ledger.md#listing)."""
+    from worker.ledger.listing import RowFilter
+
+    flt = RowFilter(repo=args.repo, branch=args.branch, since=args.since)
+
     async def go(rt: Runtime) -> int:
-        reader = _reader(rt, args, settings)
-        rows = await reader.tail(args.limit)
-        cp, _ = await reader.checkpoint()
-        for row in rows:
-            print(f"{row.seq:6d}  {row.lakefs_commit}  {row.lakefs_repo}/{row.lakefs_branch}  "
-                  f"{row.created_at}  {row.checksums.artifact_sha256[:16]}")
-        print(f"{cp.size} rows, root {cp.root.hex()}" + (f" (newest {len(rows)} shown)" if len(rows) < cp.size else ""))
+        page, cp = await _reader(rt, args, settings).page(args.limit, flt, args.before)
+        doc = {"tree_size": cp.size, "root": cp.root.hex(), "next_before": page.next_before,
+               "bundles_read": page.bundles_read, "rows": [r.model_dump(mode="json") for r in page.rows]}
+        table = [(r.seq, r.lakefs_commit, r.lakefs_repo, r.lakefs_branch, r.created_at) for r in page.rows]
+        footer = (f"{cp.size} rows, root {cp.root.hex()} ({len(page.rows)} shown, "
+                  f"{page.bundles_read} entry bundles read)"
+                  + (f"; older: --before {page.next_before}" if page.next_before is not None else ""))
+        Output.of(args).table(doc, ("SEQ", "COMMIT", "REPOSITORY", "BRANCH", "CREATED"), table, footer)
         return 0
 
     return _with_runtime(go, settings)
@@ -783,9 +789,40 @@ def _add_bundle_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
 
     ver = sub.add_parser(
         "verify", help="verify a bundle and that the ledger records it (as a rollback does); exit 1 naming what failed")
-    ver.add_argument("bundle", help="the .tar.zst file, or its s3:// URI in the registry")
+    ver.add_argument("--bundle", help="the .tar.zst file, or its s3:// URI in the registry (required)")
+    # Deprecated: `kfm verify FILE`, from before every verb named the bundle --bundle; kept for scripts.
+    ver.add_argument("bundle_positional", nargs="?", metavar="BUNDLE", help=argparse.SUPPRESS)
     _add_verify_options(ver)
     ver.set_defaults(handler=_verify)
+
+
+def _page_limit(text: str) -> int:
+    from worker.ledger.listing import MAX_LIMIT
+
+    n = _seq(text)
+    if not 1 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}")
+    return n
+
+
+def _since(text: str) -> datetime:
+    from worker.errors import ConfigError
+    from worker.watch import parse_since
+
+    try:
+        return parse_since(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--since={text!r}: ")) from None
+
+
+def _seq(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
 
 
 def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -793,7 +830,13 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
         dest="ledger_command", required=True, metavar="LEDGER_COMMAND"
     )
     ls = ledger.add_parser("list", help="the newest rows, one line each (full commit ids)")
-    ls.add_argument("--limit", type=int, default=50, help="how many of the newest rows (default 50)")
+    ls.add_argument("--limit", type=_page_limit, default=50, help="how many of the newest rows (default 50)")
+    ls.add_argument("--repo", help="only rows of this lakeFS repository (lakefs://REPO also works)")
+    ls.add_argument("--branch", help="only rows of this branch")
+    ls.add_argument("--since", type=_since,
+                    help="only rows whose bundle finished at or after this RFC 3339 date or date-time")
+    ls.add_argument("--before", type=_seq, metavar="SEQ",
+                    help="only rows older than row SEQ: the next page (the last line prints it)")
     _add_key_option(ls)
     ls.set_defaults(handler=_ledger_list)
     show = ledger.add_parser("show", help="the row of one commit, as JSON")
@@ -849,7 +892,7 @@ def _add_rollback_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> N
     rb.set_defaults(handler=_rollback)
 
     rs = sub.add_parser("restore", help="verify a bundle as `kfm verify` does, then extract it into a directory")
-    rs.add_argument("--bundle", required=True, help="bundle file or s3:// URI")
+    rs.add_argument("--bundle", required=True, help="the .tar.zst file, or its s3:// URI in the registry")
     rs.add_argument("--to", required=True, help="empty or missing directory to extract into")
     _add_verify_options(rs)
     rs.set_defaults(handler=_restore)
@@ -890,11 +933,26 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def _bundle_argument(args: argparse.Namespace) -> str | None:
+    """``kfm verify FILE`` (deprecated) as ``kfm verify --bundle FILE``.
+
+    Returns:
+        What is wrong with the arguments, or None.
+    """
+    if not hasattr(args, "bundle_positional"):
+        return None
+    given = args.bundle_positional
+    if given is not None and args.bundle not in (None, given):
+        return f"the bundle is given twice ({given!r} and --bundle {args.bundle!r}); give --bundle only"
+    args.bundle = args.bundle or given
+    return None if args.bundle else "the following arguments are required: --bundle"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; its exit code is one of :class:`worker.cli_output.Exit` (docs/cli.md#exit-codes)."""
     parser = _build_parser()
     args = parser.parse_args(argv)  # a usage error exits 2 here, with argparse's one line
-    if problem := _lakefs_uri(args):
+    if problem := _lakefs_uri(args) or _bundle_argument(args):
         parser.error(problem)
     if args.json and args.quiet:
         parser.error("--json and --quiet: choose one")

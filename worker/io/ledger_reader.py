@@ -30,6 +30,7 @@ from worker.errors import IntegrityError, NotFoundError, VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger import merkle
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_and_verify
+from worker.ledger.listing import Page, PageBuilder, RowFilter, bundles_backwards
 from worker.ledger.row import MAX_LINE_BYTES, LedgerRow, parse_line
 from worker.ledger.tiles import (
     TILE_WIDTH,
@@ -287,6 +288,47 @@ class LedgerReader:
         cp, _ = await self.checkpoint()
         start = max(0, cp.size - limit)
         return [parse_line(line, seq + 1) async for seq, line in self.lines(start, cp.size)]
+
+    async def page(
+        self, limit: int, flt: RowFilter | None = None, before: int | None = None
+    ) -> tuple[Page, Checkpoint]:
+        """The newest ``limit`` rows matching ``flt`` with ``seq`` below ``before`` (default:
+        every row the latest checkpoint covers), and that checkpoint.
+
+        Reads entry bundles from the right edge backwards and stops as soon as the
+        page is full (:mod:`worker.ledger.listing`): the read-ahead starts at one
+        bundle and doubles up to 8 in flight, so an unfiltered page of a few rows
+        costs one or two reads, and a rare filter streams the ledger backwards.
+
+        Raises:
+            ValueError: ``limit`` or ``before`` out of range.
+            VerificationError: the checkpoint, or a bundle that may match, does not verify.
+        """
+        cp, _ = await self.checkpoint()
+        end = cp.size if before is None else min(before, cp.size)
+        builder = PageBuilder(limit, flt or RowFilter(), end)
+        order = bundles_backwards(end)
+        pending: list[tuple[int, asyncio.Task[bytes]]] = []
+        ahead = 1
+        try:
+            while True:
+                while len(pending) < ahead:
+                    nxt = next(order, None)
+                    if nxt is None:
+                        break
+                    index, first = nxt
+                    width = min(TILE_WIDTH, cp.size - first)
+                    pending.append((first, asyncio.ensure_future(self.bundle(index, width))))
+                if not pending:
+                    break
+                first, task = pending.pop(0)
+                if builder.feed(first, await task):
+                    break
+                ahead = min(ahead * 2, _IN_FLIGHT)
+        finally:
+            for _, task in pending:
+                task.cancel()
+        return builder.page(), cp
 
     def _trusted(self) -> TrustedKeys:
         if self.trusted is None:
