@@ -21,6 +21,7 @@ import faust
 import structlog
 from faust.auth import Credentials, SASLCredentials, SSLCredentials
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from opentelemetry.context import Context
 
 from worker import health, metrics
 from worker._internal.kafka import partition_count
@@ -39,7 +40,7 @@ from worker.logs import configure_logging, stdlib_config
 from worker.membership import group_instance_id
 from worker.retry import retry_transient
 from worker.topics import app_id, ensure_all_topics
-from worker.tracing import init_tracing
+from worker.tracing import context_from_headers, continuing, init_tracing
 
 __all__ = ["app", "main", "runtime"]
 
@@ -218,11 +219,11 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         nonlocal store
         store = await open_store()
 
-    async def record(values: list[bytes]) -> list[Outcome]:
+    async def record(values: list[bytes], parents: list[Context]) -> list[Outcome]:
         # A stop (SIGTERM: deploy, rebalance) must not cut an append between its
         # commit point and its checkpoint: the batch runs as its own task and a
         # cancellation waits for it (the units' stop timeouts allow for this).
-        task = asyncio.ensure_future(record_batch(rt, store, values, trusted))
+        task = asyncio.ensure_future(record_batch(rt, store, values, trusted, parents))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -250,7 +251,8 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         # Never skip a candidate (the ledger must not have holes): retried until it is
         # recorded; a conflict means another writer moved the head, so reload first.
         outcomes = await retry_transient(
-            functools.partial(record, [v for _, v in batch]), log, "ledger.retrying_batch",
+            functools.partial(record, [v for _, v in batch], [context_from_headers(s.headers) for s, _ in batch]),
+            log, "ledger.retrying_batch",
             retry_on=(ConflictError, TransientError), before_retry=reload_store,
         )
         for (source, value), outcome in zip(batch, outcomes, strict=True):
@@ -282,8 +284,9 @@ async def rollback(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             await dead_letter(rt, source, value, refusal)
 
         try:  # transient failures are retried; the message is not acked meanwhile
-            await retry_transient(functools.partial(handle_rollback_request, rt, event.value, trusted, refused),
-                                  log, "rollback.retrying")
+            with continuing(source.headers):  # a requester's trace, if it sent one (the span links the bundle's)
+                await retry_transient(functools.partial(handle_rollback_request, rt, event.value, trusted, refused),
+                                      log, "rollback.retrying")
         except Exception:  # a bug: report loudly, keep the stream alive
             log.exception("rollback.unexpected_error", offset=event.message.offset)
         yield None

@@ -44,6 +44,7 @@ from worker.io.ledger_writer import fault_point
 from worker.io.runtime import Runtime
 from worker.io.staging import Staged, stage_commit
 from worker.keys import TrustedKeys
+from worker.rollback.outcome import bundle_span
 from worker.tracing import trace_buffer
 
 __all__ = ["BuiltBundle", "PublishedBundle", "build_bundle", "bundle_and_upload", "keys_of"]
@@ -78,6 +79,8 @@ class PublishedBundle:
     models: list[dict[str, str]]
     configs: list[dict[str, str]]
     created_at: str
+    # The stored run's root span (16 hex, or empty): the ledger row's span is its child.
+    bundle_span_id: str = ""
 
 
 def keys_of(private: Ed25519PrivateKey) -> TrustedKeys:
@@ -223,6 +226,7 @@ async def published_from_registry(
     energy = json.loads(evidence.get("energy.json", b"{}"))
     trace_doc = json.loads(evidence.get("otel-trace.json", b"{}"))
     spans = [s for rs in trace_doc.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]]
+    root = bundle_span(trace_doc)
     if verified.subject_sha256 != built.sha256:
         raise IntegrityError(
             f"attestation {att_key} names sha256 {verified.subject_sha256}, bundle is {built.sha256}"
@@ -244,4 +248,5 @@ async def published_from_registry(
         data_snapshot=built.staged.data_snapshot,
         models=built.staged.models,
         configs=built.staged.configs,
+        bundle_span_id=format(root[1], "016x") if root else "",
     )

@@ -38,7 +38,7 @@ from worker.io.ledger_reader import LedgerReader
 from worker.io.runtime import Runtime
 from worker.keys import load_private_key
 from worker.retry import retry_transient
-from worker.tracing import context_from_headers
+from worker.tracing import context_from_headers, headers_with_trace, remote_context
 
 __all__ = ["handle_commit_event", "signing_key"]
 
@@ -103,6 +103,8 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, source: S
                 rt.settings.topic(TOPIC_INDEX_CANDIDATES),
                 candidate,
                 key=event_key(event.repository_id, event.commit_id),
+                # The writer's span for this row continues the bundle run's trace.
+                headers=headers_with_trace(context=remote_context(published.trace_id, published.bundle_span_id)),
             )
         )
     except TransientError as e:

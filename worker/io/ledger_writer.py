@@ -29,10 +29,13 @@ import time
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import time_ns
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext, StatusCode
 
 from worker import metrics
 from worker._internal.s3 import Bucket
@@ -417,10 +420,19 @@ async def _checked(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys) -> Inte
 
 async def record_batch(
     rt: Runtime, store: LedgerStore, values: list[bytes], trusted: TrustedKeys,
+    parents: Sequence[Context] = (),
 ) -> list[Outcome]:
-    """Apply a batch of candidates, commit once, then publish what the commit implies."""
+    """Apply a batch of candidates, commit once, then publish what the commit implies.
+
+    ``parents``: each candidate's trace context (from its Kafka headers, the bundle
+    run's root span). A batch holds many commits' candidates and a span has one
+    parent, so the batch's span links to them all, and each candidate gets a
+    ``ledger.append`` span, the child of its bundle's, so one commit's trace runs
+    from the webhook to its row.
+    """
     now = datetime.now(UTC)
-    with tracer.start_as_current_span("ledger.batch") as span:
+    started_ns = time_ns()
+    with tracer.start_as_current_span("ledger.batch", links=_links(parents)) as span:
         span.set_attribute("kfm.candidates", len(values))
         parsed: list[IndexCandidate | IntegrityError] = []
         for value in values:
@@ -442,6 +454,8 @@ async def record_batch(
             await store.commit(appender)
             metrics.LEDGER_APPEND_SECONDS.observe(time.monotonic() - started)
             metrics.LEDGER_ROWS.set(store.tip.size)
+        if len(parents) == len(outcomes):
+            _append_spans(parents, outcomes, span.get_span_context(), started_ns)
     for o in outcomes:
         metrics.LEDGER_CANDIDATES.labels(o.kind).inc()
         await _report(rt, o)
@@ -449,6 +463,26 @@ async def record_batch(
         await emit_raw(rt, "checkpoint.signed", "", "", size=store.tip.size, root=store.tip.root().hex(),
                        note_uri=store.bucket.uri(LEDGER_CHECKPOINT_KEY))
     return outcomes
+
+
+def _links(parents: Sequence[Context]) -> list[Link]:
+    contexts = (trace.get_current_span(c).get_span_context() for c in parents)
+    return [Link(c) for c in contexts if c.is_valid]
+
+
+def _append_spans(parents: Sequence[Context], outcomes: list[Outcome], batch: SpanContext, started_ns: int) -> None:
+    """One span per candidate, as long as the batch that recorded it (see :func:`record_batch`)."""
+    for parent, o in zip(parents, outcomes, strict=True):
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            continue
+        span = tracer.start_span("ledger.append", context=parent, start_time=started_ns,
+                                 links=[Link(batch, {"kfm.link": "ledger.batch"})],
+                                 attributes={"lakefs.commit": o.commit, "kfm.outcome": o.kind})
+        if o.row is not None:
+            span.set_attribute("kfm.seq", o.row.seq)
+        if o.kind == "rejected":
+            span.set_status(StatusCode.ERROR, o.reason[:256])
+        span.end()
 
 
 async def _no_check() -> IntegrityError | None:
