@@ -621,6 +621,7 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     from worker.errors import IntegrityError
     from worker.io.ledger_reader import LedgerReader
     from worker.io.runtime import Runtime
+    from worker.rollback.outcome import describe_dry_run
     from worker.rollback.request import RollbackResult, request_key
 
     typed = check_commit_arg(args.commit, "--commit")
@@ -647,19 +648,22 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
             reason=args.reason,
             requested_at=datetime.now(UTC),
         )
-        if not args.wait:
+        # A dry run exists to be read: it waits for its plan unless --no-wait says otherwise.
+        wait = args.wait if args.wait is not None else args.dry_run
+        if not wait:
             await publish(req)
+            print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)
             return 0
         # Follow the results before publishing: a result sent after the request is always seen.
         async with follow_partition(settings.kafka, settings.topic(TOPIC_ROLLBACK_RESULTS)) as results:
             await publish(req)
+            print(f"[published] request {req.request_id}", file=sys.stderr, flush=True)
             return await wait_for_result(req, results)
 
     async def publish(req: RollbackRequest) -> None:
         async with Producer(settings.kafka, timeout_s=settings.kafka_timeout_s) as producer:
             await producer.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
                                 key=request_key(req.lakefs_repo, req.target_branch))
-        print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)
 
     async def wait_for_result(req: RollbackRequest, results: PartitionTail) -> int:
         import asyncio
@@ -673,7 +677,8 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
                     continue
                 print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
                 if res.final:
-                    print(res.model_dump_json(indent=2))
+                    doc = res.model_dump(mode="json")
+                    Output.of(args).result(doc, describe_dry_run(res) if res.status == "dry-run" else None)
                     return 0 if res.status in ("completed", "dry-run") else 1
         print("kfm: error: no final result before --timeout", file=sys.stderr)
         return 3
@@ -883,9 +888,13 @@ def _add_rollback_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> N
     rb.add_argument("--strategy", choices=["revert", "reset", "branch"], default="revert",
                     help="revert: new commit restoring the tree (default); reset: tag head, hard-reset; "
                          "branch: create rollback-<commit>-<request>")
-    rb.add_argument("--dry-run", action="store_true", help="verify and report what would change; change nothing")
-    rb.add_argument("--wait", action="store_true", help="follow the request to its result")
-    rb.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+    rb.add_argument("--dry-run", action="store_true",
+                    help="verify and print the plan (the ref movement and each file that would change); "
+                         "change nothing. Waits for the plan unless --no-wait")
+    rb.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                    help="follow the request to its result (default: only with --dry-run); "
+                         "--no-wait publishes and returns")
+    rb.add_argument("--timeout", type=float, default=600.0, help="seconds a wait lasts (default 600)")
     rb.add_argument("--reason", default="requested with kfm rollback", help="why (kept in the story record)")
     rb.add_argument("--requested-by", help="who (default: the current user)")
     rb.add_argument("--request-id", help="idempotency key (default: a new UUID)")

@@ -132,6 +132,46 @@ async def _history(settings: Settings, running: str) -> dict[str, str]:
         lakefs.close()
 
 
+async def test_kfm_rollback_dry_run_prints_the_plan_and_changes_nothing(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, history: dict[str, str]
+) -> None:
+    """`kfm rollback --dry-run` as a user types it: it waits for the agent's plan by default and
+    prints the ref movement and each file that would change; the branch is left as it was."""
+    repo, a, c = history["repo"], history["A"], history["C"]
+    target = "t-dry-cli"
+    await lakefs.create_branch(repo, target, c)
+    tree_before = await _tree(lakefs, repo, target)
+    rid = f"dry-{uuid.uuid4().hex[:12]}"
+    r = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a[:12], "--branch", target, "--dry-run",
+                                "--request-id", rid, "--timeout", "180")
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"dry run of request {rid}: nothing was changed", r.stdout
+    assert f"roll back  lakefs://{repo}/{target} to commit {a} (strategy revert)" in lines[1]
+    assert lines[2].split() == ["branch", "head", "now", c]
+    assert lines[3].split(None, 2)[2] == f"new commit on {target} whose tree equals {a[:12]}"
+    would = {tuple(x.split()) for x in lines[5:]}
+    # B changed the config and the model and added a tile; C deleted features.json on the way.
+    assert {("change", "configs/pipeline.yaml"), ("change", "models/focus/3.1.0.bin"),
+            ("delete", "data/landcover/tile-2.tif"), ("add", "configs/nested/features.json")} <= would, r.stdout
+    assert lines[4].split()[1] == str(len(lines) - 5)  # "N would change", then N lines
+    assert "[published] request" in r.stderr and "[dry-run]" in r.stderr and "Traceback" not in r.stderr
+    # Nothing changed: the head, the tree, and no claim or story stored for the request.
+    assert await lakefs.branch_head(repo, target) == c
+    assert await _tree(lakefs, repo, target) == tree_before
+    async with open_bucket(settings) as bucket:
+        assert await bucket.head(f"rollbacks/{rid}/claim.json") is None
+        assert await bucket.head(f"rollbacks/{rid}/story.json") is None
+    # --json: the result message as one document; --no-wait: today's fire-and-forget line.
+    doc = json.loads((await asyncio.to_thread(
+        run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run", "--json", "--timeout", "180")).stdout)
+    assert doc["status"] == "dry-run" and doc["detail"]["head_before"] == c
+    assert {ch["path"] for ch in doc["detail"]["changes"]} >= {"configs/pipeline.yaml"}
+    quick = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run",
+                                    "--no-wait")
+    assert json.loads(quick.stdout)["published"] is True and "[dry-run]" not in quick.stderr
+    assert await lakefs.branch_head(repo, target) == c
+
+
 @pytest.mark.parametrize("strategy", ["revert", "reset", "branch"])
 async def test_rollback_restores_commit_a_exactly(
     settings: Settings, lakefs: LakeFS, history: dict[str, str], strategy: str

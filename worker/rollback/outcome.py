@@ -34,6 +34,7 @@ __all__ = [
     "Story",
     "answer",
     "bundle_span",
+    "describe_dry_run",
     "final_answer",
     "governance_event",
     "lineage_events",
@@ -116,6 +117,40 @@ def final_answer(req: RollbackRequest, outcome: Outcome) -> RollbackResult:
             return answer(req, "dry-run", detail={**plan.detail(), "trace_id": trace_id})
         case Completed():
             return answer(req, "completed", detail=outcome.detail())
+
+
+_WOULD = {"added": "add", "changed": "change", "removed": "delete"}
+
+
+def describe_dry_run(result: RollbackResult) -> list[str]:
+    """A dry run's answer as `kfm rollback --dry-run` prints it for a person: the ref
+    movement, then what the rollback would do to each file, one line each.
+
+    Why from the result message, not the plan: the CLI only sees what the agent
+    published (possibly another version of it), so every field is read defensively.
+    """
+    d = result.detail
+    changes = [c for c in d.get("changes", []) if isinstance(c, dict)]
+    total = d.get("changed_files", len(changes))
+    head = str(d.get("head_before") or "")
+    lines = [
+        f"dry run of request {result.request_id}: nothing was changed",
+        f"  roll back  lakefs://{result.lakefs_repo}/{result.target_branch} to commit {result.commit}"
+        f" (strategy {result.strategy}); the bundle and its ledger row verified",
+        f"  branch head now  {head or '(no such branch)'}",
+        f"  ref movement     {d.get('ref_movement', '?')}",
+    ]
+    if not total:
+        lines.append("  files            none differ: the branch's tree already equals the commit's")
+        return lines
+    lines.append(f"  files            {total} would change (lakeFS diff from the branch head to the commit):")
+    width = max(len(w) for w in _WOULD.values())
+    for c in changes:
+        kind = str(c.get("type", "?"))
+        lines.append(f"    {_WOULD.get(kind, kind):<{width}}  {c.get('path', '?')}")
+    if total > len(changes):
+        lines.append(f"    ... and {total - len(changes)} more (the plan lists the first {len(changes)})")
+    return lines
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from worker.rollback.outcome import (
     Story,
     answer,
     bundle_span,
+    describe_dry_run,
     final_answer,
     governance_event,
     lineage_events,
@@ -148,3 +149,24 @@ def test_bundle_span_finds_the_bundle_root_span() -> None:
 )
 def test_bundle_span_of_anything_else_is_none(doc: Any) -> None:
     assert bundle_span(doc) is None
+
+
+def test_a_dry_run_is_described_file_by_file() -> None:
+    plan = Plan(head_before=HEAD, ref_movement="new commit on prod whose tree equals a1b2c3d4e5f6",
+                changes=(Change("added", "a.json"), Change("changed", "configs/p.yaml"), Change("removed", "t.tif")),
+                changed_files=5)
+    lines = describe_dry_run(final_answer(request(), DryRun(plan, "ab" * 16)))
+    assert lines[0] == "dry run of request req-2026-000042: nothing was changed"
+    assert lines[1] == (f"  roll back  lakefs://kfm-main/prod to commit {COMMIT} (strategy revert); "
+                        "the bundle and its ledger row verified")
+    assert lines[2:] == [
+        f"  branch head now  {HEAD}",
+        "  ref movement     new commit on prod whose tree equals a1b2c3d4e5f6",
+        "  files            5 would change (lakeFS diff from the branch head to the commit):",
+        "    add     a.json",
+        "    change  configs/p.yaml",
+        "    delete  t.tif",
+        "    ... and 2 more (the plan lists the first 3)",
+    ]
+    same = describe_dry_run(final_answer(request(), DryRun(Plan(HEAD, "x", (), 0), "")))
+    assert same[-1] == "  files            none differ: the branch's tree already equals the commit's"
