@@ -32,6 +32,7 @@ from worker.io.dead_letters import Refusal, Source, dead_letter, refusal_of, scr
 from worker.io.handlers import handle_commit_event, signing_key
 from worker.io.ledger_reader import checkpoint_key_names, checkpoint_signer
 from worker.io.ledger_writer import LedgerStore, Outcome, checkpoint_origin, record_batch
+from worker.io.lineage import check_lineage_config
 from worker.io.reconciling import reconcile_tick
 from worker.io.rolling_back import handle_rollback_request
 from worker.io.runtime import Runtime
@@ -151,11 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     untrusted certificate or a wrong password must stop the start instead.
 
     Raises:
-        ConfigError: a setting the worker needs is unset, or Kafka refused it.
+        ConfigError: a setting the worker needs is unset, the OpenLineage client's
+            configuration is invalid, or Kafka refused it.
         TransientError: Kafka did not answer.
     """
     settings.require("kafka_bootstrap", "lakefs_endpoint", "lakefs_access_key_id", "lakefs_secret_access_key",
                      "s3_bucket")
+    check_lineage_config()
     asyncio.run(ensure_all_topics(settings))
     app.main()
 

@@ -34,13 +34,13 @@ from worker.constants import (
     ARTIFACTS_PREFIX,
     ATTESTATIONS_PREFIX,
     EVIDENCE_PREFIX,
-    TOPIC_LINEAGE,
 )
 from worker.errors import AlreadyExistsError, IntegrityError
 from worker.events import CommitEvent
 from worker.evidence import EnergyModel, measure, spans_to_otlp_json
 from worker.evidence.lineage import bundle_events
 from worker.io.ledger_writer import fault_point
+from worker.io.lineage import publish_lineage
 from worker.io.runtime import Runtime
 from worker.io.staging import Staged, stage_commit
 from worker.keys import TrustedKeys
@@ -181,8 +181,7 @@ async def bundle_and_upload(
                 await rt.bucket.put(att_key, envelope, if_none_match=True)
             except AlreadyExistsError:
                 log.info("bundle.attestation_exists", key=att_key)
-        for ev in lineage:
-            await rt.producer.send(rt.settings.topic(TOPIC_LINEAGE), canonical_bytes(ev), key=run_id.encode())
+        await publish_lineage(rt, lineage, run_id)
         return await published_from_registry(rt, event, keys_of(signing_key), built)
     finally:
         structlog.contextvars.unbind_contextvars("commit_id", "repository_id", "run_id", "trace_id")
