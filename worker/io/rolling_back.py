@@ -49,12 +49,13 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 from worker import metrics
 from worker._internal.lakefs import ObjectInfo
 from worker.canonical import canonical_bytes
-from worker.constants import EVIDENCE_PREFIX, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
+from worker.constants import EVIDENCE_PREFIX, TOPIC_ROLLBACK_RESULTS
 from worker.errors import AlreadyExistsError, IntegrityError, NotFoundError, VerificationError
 from worker.io.dead_letters import Reason, Refusal, decode_or_refuse, refusal_of
-from worker.io.governance import Publisher, emit_raw
+from worker.io.governance import emit_raw
 from worker.io.ledger_reader import LedgerReader
 from worker.io.ledger_writer import fault_point
+from worker.io.lineage import LineagePublisher, publish_lineage
 from worker.io.runtime import Runtime
 from worker.io.verifying import LedgerPort, check_bundle
 from worker.keys import TrustedKeys
@@ -133,7 +134,7 @@ class BucketPort(Protocol):
     async def upload_file(self, key: str, path: Path, *, overwrite: bool = False) -> str: ...
 
 
-class RollbackRuntime(Publisher, Protocol):
+class RollbackRuntime(LineagePublisher, Protocol):
     """The part of :class:`~worker.io.runtime.Runtime` a rollback uses."""
 
     @property
@@ -457,8 +458,7 @@ async def _record(rt: RollbackRuntime, req: RollbackRequest, row: LedgerRow, don
     run_id = str(uuid.uuid4())
     events = lineage_events(req, row, restored=done.restored_ref, run_id=run_id,
                             started=started, finished=datetime.now(UTC))
-    for ev in events:
-        await rt.producer.send(rt.settings.topic(TOPIC_LINEAGE), canonical_bytes(ev), key=run_id.encode())
+    await publish_lineage(rt, events, run_id)
     bodies = {
         "story.json": Story.of(req, row, done, run_id).to_bytes(),
         "openlineage.json": canonical_bytes(events),

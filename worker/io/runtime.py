@@ -16,6 +16,7 @@ from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import Bucket, open_bucket
 from worker.config import Settings
+from worker.io.lineage import LineageEmitter, open_lineage_emitter
 
 __all__ = ["Runtime"]
 
@@ -27,11 +28,17 @@ class Runtime:
     producer: Producer
     bucket: Bucket
     work_dir: Path
+    # The openlineage-python client's emitter when the client is configured, else None
+    # (runs' events then go to the kfm.openlineage topic): worker/io/lineage.py.
+    lineage: LineageEmitter | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         stack = AsyncExitStack()
+        lineage = open_lineage_emitter()
+        if lineage is not None:
+            stack.push_async_callback(lineage.aclose)
         bucket = await stack.enter_async_context(open_bucket(settings))
         producer = Producer(
             settings.kafka,
@@ -43,7 +50,7 @@ class Runtime:
         stack.callback(lakefs.close)
         work = Path(settings.work_dir or Path.cwd() / ".stack" / "work")
         await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
-        return cls(settings, lakefs, producer, bucket, work, stack)
+        return cls(settings, lakefs, producer, bucket, work, lineage, stack)
 
     async def aclose(self) -> None:
         await self._stack.aclose()

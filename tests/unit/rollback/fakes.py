@@ -20,6 +20,7 @@ from typing import Any
 from worker._internal.lakefs import ObjectInfo
 from worker.config import Settings
 from worker.errors import AlreadyExistsError, NotFoundError, VerificationError
+from worker.io.lineage import LineageEmitter
 from worker.ledger.row import LedgerRow
 
 Tree = dict[str, bytes]
@@ -227,3 +228,4 @@ class FakeRuntime:
     producer: FakeProducer
     bucket: FakeBucket
     work_dir: Path
+    lineage: LineageEmitter | None = None
