@@ -348,22 +348,44 @@ class ReplayReport:
 
 
 class _Canonical:
-    """The stored ledger as a cursor, read a bundle at a time alongside the replay."""
+    """The stored ledger as a cursor, read ahead of the replay by a task of its own.
+
+    Why a task: the entry bundles come from the bucket while the pool matches
+    the candidates before them, so matching never waits for a fetch it could
+    have started earlier. At most ``_STORED_BUNDLES_AHEAD`` bundles are held.
+    """
 
     def __init__(self, reader: LedgerReader, size: int) -> None:
-        self._lines: AsyncIterator[tuple[int, bytes]] = reader.lines(0, size)
+        self._bundles: asyncio.Queue[list[bytes] | Exception | None] = asyncio.Queue(maxsize=_STORED_BUNDLES_AHEAD)
+        self._reading = asyncio.create_task(self._read(reader, size)) if size else None
         self._ahead: deque[bytes] = deque()
         self._done = size == 0
         self.position = 0  # seq of the next stored line
         self.last: bytes | None = None  # the line before it
 
+    async def _read(self, reader: LedgerReader, size: int) -> None:
+        try:
+            async for _, data in reader.bundles(0, size):
+                await self._bundles.put(data.split(b"\n")[:-1])
+        except Exception as e:  # handed to the reader of the cursor, which raises it
+            await self._bundles.put(e)
+            return
+        await self._bundles.put(None)
+
+    def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+
     async def ahead(self, n: int) -> list[bytes]:
         """Up to ``n`` next lines, without consuming them."""
         while len(self._ahead) < n and not self._done:
-            try:
-                self._ahead.append((await anext(self._lines))[1])
-            except StopAsyncIteration:
+            lines = await self._bundles.get()
+            if isinstance(lines, Exception):
+                raise lines
+            if lines is None:
                 self._done = True
+            else:
+                self._ahead.extend(lines)
         return list(itertools.islice(self._ahead, n))
 
     async def peek(self) -> bytes | None:
@@ -390,21 +412,22 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
     reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name, rt.settings.checkpoint_key_names)
     cp, _ = await reader.checkpoint()
     archived = await _archived(reader, trusted, 0, cp.size)
-    canonical = _Canonical(reader, cp.size)
     report = ReplayReport()
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
     out = await asyncio.to_thread((scratch / "rollback-index.jsonl").open, "wb")
-    state = _Replay(rt, trusted, canonical, archived, report)
     pool = _fork_pool(cp.size)
+    canonical = _Canonical(reader, cp.size)
+    state = _Replay(rt, trusted, canonical, archived, report)
+    windows: asyncio.Queue[list[bytes] | Exception | None] = asyncio.Queue(maxsize=_REPLAY_WINDOWS_AHEAD)
+    feeder = asyncio.create_task(_feed_windows(rt, windows))
     try:
-        window: list[bytes] = []
-        async for value in _candidates(rt):
-            window.append(value)
-            if len(window) == _REPLAY_WINDOW:
-                out.writelines(line + b"\n" for line in await state.take_many(window, pool))
-                window = []
-        out.writelines(line + b"\n" for line in await state.take_many(window, pool))
+        while (window := await windows.get()) is not None:
+            if isinstance(window, Exception):
+                raise window  # the topic could not be read to its end
+            out.writelines(line + b"\n" for line in await state.take_many(window, pool))
     finally:
+        feeder.cancel()
+        canonical.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(out.close)
@@ -529,6 +552,32 @@ def _done(value: list[Matched]) -> asyncio.Future[list[Matched]]:
     future: asyncio.Future[list[Matched]] = asyncio.get_running_loop().create_future()
     future.set_result(value)
     return future
+
+
+_STORED_BUNDLES_AHEAD = 16  # entry bundles of the stored ledger read ahead of matching
+_REPLAY_WINDOWS_AHEAD = 3  # windows read from Kafka while the ones before are matched
+
+
+async def _feed_windows(rt: Runtime, windows: asyncio.Queue[list[bytes] | Exception | None]) -> None:
+    """Read the writer topic in windows ahead of matching, then ``None`` (or the error that stopped it).
+
+    Why a task: reading and decoding records is the main process's work and
+    matching is the pool's, so the two overlap instead of taking turns (the
+    replay was half waiting). The queue bounds memory to a few windows.
+    """
+    window: list[bytes] = []
+    try:
+        async for value in _candidates(rt):
+            window.append(value)
+            if len(window) == _REPLAY_WINDOW:
+                await windows.put(window)
+                window = []
+    except Exception as e:  # handed to the consumer, which raises it
+        await windows.put(e)
+        return
+    if window:
+        await windows.put(window)
+    await windows.put(None)
 
 
 async def _candidates(rt: Runtime) -> AsyncIterator[bytes]:
