@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from argparse import _SubParsersAction
     from datetime import datetime
 
+    from worker._internal.lakefs import CommitInfo, LakeFS
     from worker.config import Settings
     from worker.io.ledger_reader import LedgerReader
     from worker.io.runtime import Runtime
@@ -56,13 +57,18 @@ def _hooks_serve(args: argparse.Namespace, settings: Settings) -> int:
 def _hooks_install(args: argparse.Namespace, settings: Settings) -> int:
     from hooks.install import install_action
     from worker._internal.lakefs import LakeFS
+    from worker.errors import NotFoundError, UsageError
 
     url = args.url or f"http://{settings.hooks_host}:{settings.hooks_port}/lakefs/webhook"
 
     async def go() -> int:
         lakefs = LakeFS(settings)
         try:
-            commit = await install_action(lakefs, args.repo, args.branch, url)
+            try:
+                commit = await install_action(lakefs, args.repo, args.branch, url)
+            except NotFoundError:
+                where = f"lakefs://{args.repo}/{args.branch}"
+                raise UsageError(f"{where}: no such repository or branch in lakeFS") from None
             created = (await lakefs.get_commit(args.repo, commit)).creation_date
         finally:
             lakefs.close()
@@ -200,7 +206,7 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> int:
         lakefs = LakeFS(settings)
         try:
-            info = await lakefs.get_commit(args.repo, args.ref)
+            info = await _get_commit(lakefs, args.repo, args.ref)
         finally:
             lakefs.close()
         branch = args.branch or (args.ref if not _looks_like_commit(args.ref) else "main")
@@ -232,6 +238,16 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     return _run(go())
 
 
+async def _get_commit(lakefs: LakeFS, repo: str, ref: str) -> CommitInfo:
+    """The commit ``ref`` names; a repository or ref lakeFS does not have is the command line's mistake."""
+    from worker.errors import NotFoundError, UsageError
+
+    try:
+        return await lakefs.get_commit(repo, ref)
+    except NotFoundError:
+        raise UsageError(f"lakefs://{repo}/{ref}: no such repository or ref in lakeFS") from None
+
+
 def _looks_like_commit(ref: str) -> bool:
     return len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref)
 
@@ -248,7 +264,7 @@ def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> int:
         async with await Runtime.open(settings) as rt:
-            info = await rt.lakefs.get_commit(args.repo, args.ref)
+            info = await _get_commit(rt.lakefs, args.repo, args.ref)
             event = CommitEvent(
                 source="checkpoint",
                 repository_id=args.repo,
@@ -719,6 +735,9 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_COMMIT_HELP = "full commit id, or a unique prefix of at least 8 hex digits (resolved against the ledger)"
+
+
 def _add_key_option(parser: argparse.ArgumentParser) -> None:
     """One spelling of the trusted-keys option for every verb that verifies."""
     parser.add_argument(
@@ -730,7 +749,8 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     """The options of every verb that verifies a bundle for use (verify, restore)."""
     parser.add_argument("--attestation", help="DSSE envelope file or s3:// URI (default: the bundle's own)")
     parser.add_argument(
-        "--commit", help="the commit the bundle must be for (default: the one its name <commit>.tar.zst names, if any)")
+        "--commit", help="the commit the bundle must be for (default: the one its name <commit>.tar.zst names, if "
+        "any): full id, or with the ledger a unique prefix of 8+ hex digits")
     parser.add_argument(
         "--offline", action="store_true",
         help="skip the ledger (air-gapped): do not check that the registry recorded this bundle")
@@ -746,8 +766,9 @@ def _add_hooks_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument("--port", dest="hooks_port", type=int, help="listen port (KFM_HOOKS_PORT)")
     serve.set_defaults(handler=_hooks_serve)
     install = hooks.add_parser("install", help="commit the registry's action to a lakeFS branch")
-    install.add_argument("--repo", required=True, help="lakeFS repository")
-    install.add_argument("--branch", required=True, help="branch to watch")
+    install.add_argument("--repo", required=True, help="lakeFS repository, or lakefs://REPO/BRANCH for both")
+    install.add_argument("--branch", help="branch to watch (required; or give --repo as lakefs://REPO/BRANCH)")
+    install.set_defaults(needs_branch=True)
     install.add_argument("--url", help="webhook URL lakeFS should call (default: this host's hooks server)")
     install.set_defaults(handler=_hooks_install)
 
@@ -844,11 +865,11 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
                     help="only rows older than row SEQ: the next page (the last line prints it)")
     _add_key_option(ls)
     ls.set_defaults(handler=_ledger_list)
-    show = ledger.add_parser("show", help="the row of one commit, as JSON")
-    show.add_argument("commit")
+    show = ledger.add_parser("show", help="the row of one commit")
+    show.add_argument("commit", metavar="COMMIT", help=_COMMIT_HELP)
     show.set_defaults(handler=_ledger_show)
     pr = ledger.add_parser("prove", help="inclusion proof of a commit's row against the latest signed checkpoint")
-    pr.add_argument("commit")
+    pr.add_argument("commit", metavar="COMMIT", help=_COMMIT_HELP)
     _add_key_option(pr)
     pr.set_defaults(handler=_ledger_prove)
     lv = ledger.add_parser(
@@ -881,8 +902,9 @@ def _add_ledger_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_rollback_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     rb = sub.add_parser("rollback", help="request a rollback of a lakeFS branch to a bundled commit")
-    rb.add_argument("--commit", required=True, help="the full commit id to roll back to")
-    rb.add_argument("--branch", required=True, help="target branch")
+    rb.add_argument("--commit", required=True, help=f"the commit to roll back to: {_COMMIT_HELP}")
+    rb.add_argument("--branch", help="target branch (required; or give --repo as lakefs://REPO/BRANCH)")
+    rb.set_defaults(needs_branch=True)
     rb.add_argument("--repo", help="lakeFS repository (default: the ledger row's)")
     rb.add_argument("--bundle", help="bundle URI; must be the one the ledger recorded")
     rb.add_argument("--strategy", choices=["revert", "reset", "branch"], default="revert",
@@ -911,35 +933,54 @@ _OVERRIDES = ("kafka_bootstrap", "lakefs_endpoint", "s3_endpoint", "s3_bucket", 
 
 
 def _lakefs_uri(args: argparse.Namespace) -> str | None:
-    """Split ``--repo lakefs://REPO/REF`` (lakeFS's own URI form) into the repository and the ref.
+    """Split ``--repo lakefs://REPO/REF`` (lakeFS's own URI form) into the repository and the ref,
+    or, for a verb that takes a branch and no ref, into the repository and the branch.
 
     Returns:
         What is wrong with the arguments, or None.
     """
     repo = getattr(args, "repo", None)
     takes_ref = hasattr(args, "ref")
+    second = "ref" if takes_ref else "branch" if hasattr(args, "branch") else None
     if repo and repo.startswith("lakefs://"):
-        name, _, ref = repo.removeprefix("lakefs://").partition("/")
-        if not name or "/" in ref or (ref and not takes_ref):
-            form = "lakefs://REPO/REF" if takes_ref else "lakefs://REPO"
+        name, _, path = repo.removeprefix("lakefs://").partition("/")
+        if not name or "/" in path or (path and second is None):
+            form = f"lakefs://REPO/{second.upper()}" if second else "lakefs://REPO"
             return f"--repo {repo!r}: expected {form}"
-        if ref and args.ref not in (None, ref):
-            return f"--repo {repo!r} names ref {ref!r} but --ref is {args.ref!r}"
+        if second and path and getattr(args, second) not in (None, path):
+            return f"--repo {repo!r} names {second} {path!r} but --{second} is {getattr(args, second)!r}"
         args.repo = name
-        if ref:
-            args.ref = ref
+        if second and path:
+            setattr(args, second, path)
     if takes_ref and repo and not args.ref:
         return "--ref is required (or give --repo as lakefs://REPO/REF)"
+    if getattr(args, "needs_branch", False) and not args.branch:
+        return "--branch is required (or give --repo as lakefs://REPO/BRANCH)"
     return None
 
 
-def _quiet_libraries() -> None:
-    """A one-shot verb reports a failure in its own one line: the client libraries' log lines about
-    the same failure (aiokafka's "Unable connect to ...") would only repeat it. ``-v`` keeps them."""
+def _log_level(args: argparse.Namespace, settings: Settings) -> str:
+    """The services log at ``KFM_LOG_LEVEL``; a one-shot verb logs only if asked (``-v`` or ``KFM_LOG_LEVEL``).
+
+    Why: a verb reports its result on stdout and a failure in its own one
+    line on stderr; log lines about the same failure (aiokafka's "Unable
+    connect to ...", urllib3's retries, our own ``reconcile.branch_failed``)
+    would only repeat it, as JSON, in between.
+    """
+    import os
+
+    if args.handler in (_worker, _hooks_serve) or args.verbose or os.environ.get("KFM_LOG_LEVEL"):
+        return settings.log_level
+    return "CRITICAL"
+
+
+def _silence_handlers() -> None:
+    """Clients reset their libraries' logger levels when created (the lakeFS SDK sets urllib3's to
+    WARNING); the root handlers' own level holds whatever they set."""
     import logging
 
-    for name in ("aiokafka", "kafka", "botocore", "aiobotocore", "urllib3"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    for h in logging.getLogger().handlers:
+        h.setLevel(logging.CRITICAL)
 
 
 def _bundle_argument(args: argparse.Namespace) -> str | None:
@@ -970,10 +1011,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.logs import configure_logging
 
         settings = load_settings(overrides={k: getattr(args, k, None) for k in _OVERRIDES})
-        configure_logging(settings.log_level)
+        level = _log_level(args, settings)
+        configure_logging(level)
+        if level == "CRITICAL":
+            _silence_handlers()
         handler: Handler = args.handler
-        if handler not in (_worker, _hooks_serve) and not args.verbose:
-            _quiet_libraries()
         return handler(args, settings)
     except KeyboardInterrupt:
         return Exit.INTERRUPTED

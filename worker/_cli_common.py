@@ -54,6 +54,9 @@ _GLOBAL: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
 )
 
 
+_SHOWN_IN_VERBS = ("--verbose", "--json", "--quiet")
+
+
 class _Version(argparse.Action):
     """``--version``: reads the installed distribution's metadata only when asked (it costs start-up)."""
 
@@ -107,7 +110,9 @@ def spread_global_options(parser: argparse.ArgumentParser) -> None:
         group = leaf.add_argument_group("global options (also accepted before the verb)")
         for flags, kwargs in _GLOBAL:
             if not any(f in leaf._option_string_actions for f in flags):
-                group.add_argument(*flags, **{**kwargs, "default": argparse.SUPPRESS})
+                # The endpoints are accepted here but listed only by `kfm --help`: a verb's help stays short.
+                shown = kwargs if flags[-1] in _SHOWN_IN_VERBS else {**kwargs, "help": argparse.SUPPRESS}
+                group.add_argument(*flags, **{**shown, "default": argparse.SUPPRESS})
 
 
 def check_commit_arg(text: str, option: str) -> str:

@@ -8,13 +8,13 @@ codes mean is in docs/coverage.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from worker.cli_output import Exit, Output, format_table
 from worker.errors import Error, UsageError
 from worker.utc import format_utc
 
@@ -69,16 +69,24 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
                 retry_failed=args.retry_failed,
                 dry_run=args.dry_run,
             )
-        for r in result.requested:
-            print(json.dumps({"repository": r.repo, "branch": r.branch, "commit": r.commit, "why": r.why,
-                              "created": _ts(r.created), "published": not args.dry_run}))
+        out = Output.of(args)  # --json: JSON lines, one per request, then the summary (docs/cli.md)
+        if result.requested and not out.json:
+            out.item(None, "\n".join(format_table(("REPOSITORY", "BRANCH", "COMMIT", "WHY", "CREATED"), [
+                (r.repo, r.branch, r.commit, r.why, _ts(r.created)) for r in result.requested])))
+        elif out.json:
+            for r in result.requested:
+                out.item({"repository": r.repo, "branch": r.branch, "commit": r.commit, "why": r.why,
+                          "created": _ts(r.created), "published": not args.dry_run}, "")
         t = result.total
-        print(json.dumps({"branches": len(result.by_branch), "requested": len(result.requested),
-                          "missing": t.missing, "pending": t.pending, "failed": t.failed,
-                          "hook_runs_failed": t.hook_runs_failed, "dry_run": args.dry_run}))
+        verb = "would request" if args.dry_run else "requested"
+        out.item({"branches": len(result.by_branch), "requested": len(result.requested),
+                  "missing": t.missing, "pending": t.pending, "failed": t.failed,
+                  "hook_runs_failed": t.hook_runs_failed, "dry_run": args.dry_run},
+                 f"{len(result.by_branch)} branches: {verb} {len(result.requested)} bundles; {t.missing} missing, "
+                 f"{t.pending} pending, {t.failed} failed, {t.hook_runs_failed} failed hook runs")
         for e in result.errors:
             print(f"kfm: error: {e}", file=sys.stderr)
-        return 1 if result.errors else 0
+        return Exit.UNAVAILABLE if result.errors else Exit.OK
 
     return _run(go())
 
@@ -131,9 +139,10 @@ def _coverage(args: argparse.Namespace, settings: Settings) -> int:
         now = datetime.now(UTC)
         entries = report(walked, known)
         code = coverage_exit_code(entries, now, grace)
-        if args.json:
-            print(json.dumps(_as_json(args, entries, runs, since=since, grace=grace, code=code), indent=2))
-        else:
+        out = Output.of(args)
+        if out.json:
+            out.result(_as_json(args, entries, runs, since=since, grace=grace, code=code))
+        elif not out.quiet:
             _print_human(args, entries, runs, code, grace)
         return code
 
@@ -177,6 +186,7 @@ def _as_json(
 def _print_human(
     args: argparse.Namespace, entries: list[CommitCoverage], runs: list[HookRunFailure], code: int, grace: float
 ) -> None:
+    rows: list[tuple[str, str | None, str, str]] = []
     for e in entries:
         detail = ""
         if e.state == "recorded":
@@ -185,8 +195,9 @@ def _print_human(
             detail = f"{'retryable' if e.retryable else 'permanent'}: {e.reason}"
         elif e.state == "pending":
             detail = f"seen {_ts(e.seen_at)}"
-        merge = " (merge)" if e.merge else ""
-        print(f"{e.commit[:16]}  {_ts(e.created)}  {e.state:<8}  {detail}{merge}".rstrip())
+        rows.append((e.commit, _ts(e.created), e.state, f"{detail}{' (merge)' if e.merge else ''}"))
+    if rows:
+        print("\n".join(format_table(("COMMIT", "CREATED", "STATE", "DETAIL"), rows)))
     c = _counts(entries)
     newest = max(runs, key=lambda r: r.start_time, default=None)
     hooks = f"; {len(runs)} failed hook runs (newest {newest.run_id})" if newest else ""
@@ -224,7 +235,7 @@ async def forget_failure(settings: Settings, repo: str, commit: str) -> bool:
 
 def add_coverage_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> None:
     rc = sub.add_parser("reconcile", help="one reconcile pass now: request bundles for watched commits without rows")
-    rc.add_argument("--repo", help="only this repository (default: every watched one)")
+    rc.add_argument("--repo", help="only this repository (default: every watched one); lakefs://REPO/BRANCH for both")
     rc.add_argument("--branch", help="only this branch of --repo")
     rc.add_argument("--since", help="back-fill: walk back to this RFC 3339 date or date-time, past the watermark")
     rc.add_argument("--retry-failed", action="store_true",
@@ -234,8 +245,9 @@ def add_coverage_commands(sub: _SubParsersAction[argparse.ArgumentParser]) -> No
 
     cov = sub.add_parser("coverage", help="each commit of a branch: recorded, pending, missing or failed; "
                                           "exit 1 if one older than the grace period is missing or failed")
-    cov.add_argument("--repo", required=True, help="lakeFS repository")
-    cov.add_argument("--branch", required=True, help="branch")
+    cov.add_argument("--repo", required=True, help="lakeFS repository, or lakefs://REPO/BRANCH for both")
+    cov.add_argument("--branch", help="branch (required; or give --repo as lakefs://REPO/BRANCH)")
+    cov.set_defaults(needs_branch=True)
     cov.add_argument("--since", help="only commits since this RFC 3339 date or date-time "
                                      "(default: since the branch's first watched commit)")
     cov.add_argument("--grace-s", type=float, help="seconds a commit may be missing before it counts "

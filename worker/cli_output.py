@@ -43,10 +43,10 @@ def exit_code_for(e: BaseException) -> Exit:
         return Exit.USAGE
     if isinstance(e, KeyboardInterrupt):
         return Exit.INTERRUPTED
+    if isinstance(e, ConfigError | TransientError | ConflictError | ConnectionError | TimeoutError):
+        return Exit.UNAVAILABLE  # before IntegrityError: SettingRefusedError is both
     if isinstance(e, IntegrityError):
         return Exit.CHECK_FAILED
-    if isinstance(e, ConfigError | TransientError | ConflictError | ConnectionError | TimeoutError):
-        return Exit.UNAVAILABLE
     if isinstance(e, OSError) and e.filename is not None:
         return Exit.USAGE  # a file or directory named on the command line is missing or unusable
     return Exit.UNAVAILABLE

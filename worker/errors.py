@@ -27,6 +27,7 @@ __all__ = [
     "NotFoundError",
     "PayloadError",
     "RequestRefusedError",
+    "SettingRefusedError",
     "TransientError",
     "UsageError",
     "VerificationError",
@@ -64,6 +65,15 @@ class VerificationError(IntegrityError):
 
 class NotFoundError(IntegrityError):
     """The object, repository, ref or branch asked for does not exist (S3 or lakeFS)."""
+
+
+class SettingRefusedError(ConfigError, IntegrityError):
+    """A service refused a request because of a setting (S3: no such bucket, credentials refused).
+
+    Both families: like bad data it is never retried, and like a missing
+    setting its fix is the configuration, which the message names; the CLI
+    exits 4 ("could not run") for it, not 1.
+    """
 
 
 class TransientError(Error):

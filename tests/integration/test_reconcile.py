@@ -212,7 +212,7 @@ async def test_permanent_failure_is_reported_and_retried_only_when_asked(
         assert "models/ghost.bin" in by_commit[bad]["reason"]
         assert all(by_commit[c]["state"] == "recorded" for c in good)
 
-        out = run_kfm(env, "reconcile", "--repo", repo, "--branch", "main", "--retry-failed").stdout
+        out = run_kfm(env, "reconcile", "--json", "--repo", repo, "--branch", "main", "--retry-failed").stdout
         asked = [json.loads(x) for x in out.splitlines() if '"commit"' in x]
         assert [(a["commit"], a["why"]) for a in asked] == [(bad, "retry-failed")]
         deadline = time.monotonic() + 30

@@ -1,4 +1,5 @@
-"""``--repo lakefs://REPO/REF``: lakeFS's URI form where the CLI takes a repository and a ref."""
+"""``--repo lakefs://REPO/REF``: lakeFS's URI form where the CLI takes a repository and a ref
+(or a branch, for the verbs that take a branch and no ref)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ def test_the_uri_form_gives_repository_and_ref(argv: list[str], repo: str, ref: 
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        ["rollback", "--commit", "c" * 64, "--repo", "lakefs://data/main"],
+        ["rollback", "--commit", "c" * 64, "--repo", "lakefs://data/main", "--branch", "main"],
+        ["coverage", "--repo", "lakefs://data/main"],
+        ["hooks", "install", "--repo", "lakefs://data/main"],
+        ["reconcile", "--repo", "lakefs://data/main"],
+        ["ledger", "list", "--repo", "lakefs://data/main"],
+        ["coverage", "--repo", "data", "--branch", "main"],
+    ],
+)
+def test_the_uri_form_gives_repository_and_branch_where_a_verb_takes_no_ref(argv: list[str]) -> None:
+    args = _build_parser().parse_args(argv)
+    assert _lakefs_uri(args) is None
+    assert (args.repo, args.branch) == ("data", "main")
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["checkpoint", "--repo", "data"], "--ref is required (or give --repo as lakefs://REPO/REF)"),
@@ -32,8 +51,12 @@ def test_the_uri_form_gives_repository_and_ref(argv: list[str], repo: str, ref: 
         (["checkpoint", "--repo", "lakefs:///main"], "--repo 'lakefs:///main': expected lakefs://REPO/REF"),
         (["checkpoint", "--repo", "lakefs://data/a", "--ref", "b"],
          "--repo 'lakefs://data/a' names ref 'a' but --ref is 'b'"),
-        (["rollback", "--commit", "c", "--branch", "main", "--repo", "lakefs://data/main"],
-         "--repo 'lakefs://data/main': expected lakefs://REPO"),
+        (["rollback", "--commit", "c", "--branch", "dev", "--repo", "lakefs://data/main"],
+         "--repo 'lakefs://data/main' names branch 'main' but --branch is 'dev'"),
+        (["coverage", "--repo", "lakefs://data/a/b"], "--repo 'lakefs://data/a/b': expected lakefs://REPO/BRANCH"),
+        (["coverage", "--repo", "data"], "--branch is required (or give --repo as lakefs://REPO/BRANCH)"),
+        (["rollback", "--commit", "c", "--repo", "lakefs://data"],
+         "--branch is required (or give --repo as lakefs://REPO/BRANCH)"),
     ],
 )
 def test_a_malformed_uri_or_a_missing_ref_is_one_usage_line(argv: list[str], message: str) -> None:

@@ -21,7 +21,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.config import Settings
-from worker.errors import AlreadyExistsError, ConflictError, IntegrityError, NotFoundError, TransientError
+from worker.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    SettingRefusedError,
+    TransientError,
+)
 from worker.ids import s3_key_in
 
 __all__ = ["Bucket", "Head", "open_bucket"]
@@ -35,10 +42,22 @@ class Head:
     etag: str
 
 
+def _setting_refused(code: str, status: int, what: str) -> SettingRefusedError | None:
+    """A refusal whose fix is a setting: the message names it (``kfm`` exits 4, not 1, for it)."""
+    if code == "NoSuchBucket":
+        return SettingRefusedError(f"s3: {what}: no such bucket; check KFM_S3_BUCKET (or --s3-bucket)")
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+        return SettingRefusedError(f"s3: {what}: {code} ({status}); check KFM_S3_ACCESS_KEY_ID and "
+                                   "KFM_S3_SECRET_ACCESS_KEY")
+    return None
+
+
 def _wrap(e: Exception, what: str) -> Exception:
     if isinstance(e, ClientError):
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if refused := _setting_refused(code, status, what):
+            return refused
         if code in ("NoSuchKey", "404", "NotFound") or status == 404:
             return NotFoundError(f"s3: {what}: not found")
         if code == "PreconditionFailed" or status == 412:
