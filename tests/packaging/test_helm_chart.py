@@ -149,6 +149,7 @@ def test_the_pods_run_as_documented(tools: tuple[Path, Path]) -> None:
     assert "KFM_TOPIC_PREFIX" not in config, "an empty setting is left out, so the process default applies"
     assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
     assert "OTEL_RESOURCE_ATTRIBUTES" not in config
+    assert config["OPENLINEAGE_URL"] == "http://marquez.lineage:5000"
     assert not any("secret" in k.lower() or "token" in k.lower() for k in config), "secrets are not config"
 
 
@@ -162,4 +163,4 @@ def test_missing_required_values_are_refused_with_their_name(tools: tuple[Path, 
     assert "secrets.name: name the Secret" in out.stderr
     out = _render(helm, "-f", str(TEST_VALUES), "--set", "config.AWS_REGION=x")
     assert out.returncode == 1
-    assert "only KFM_* and OTEL_* settings belong here" in out.stderr
+    assert "only KFM_*, OTEL_* and OPENLINEAGE* settings belong here" in out.stderr
