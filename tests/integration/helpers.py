@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -158,16 +159,24 @@ def run_kfm(env: dict[str, str], *args: str, check: bool = True) -> subprocess.C
 
 
 def isolated_registry(stack_env: dict[str, str], prefix: str, bucket: str | None = None) -> dict[str, str]:
-    """Env for a registry of its own on the shared stack: own topics (prefix), own bucket if given."""
-    env = {**stack_env, "KFM_TOPIC_PREFIX": prefix}
-    if bucket is not None:
-        import boto3
+    """Env for a registry of its own on the shared stack: own topics (prefix) and own bucket.
 
-        boto3.client(
-            "s3", endpoint_url=env["KFM_S3_ENDPOINT"], region_name="us-east-1",
-            aws_access_key_id=env["KFM_S3_ACCESS_KEY_ID"], aws_secret_access_key=env["KFM_S3_SECRET_ACCESS_KEY"],
-        ).create_bucket(Bucket=bucket)
-        env["KFM_S3_BUCKET"] = bucket
+    Why always a bucket: a module with its own topics but the stack's bucket
+    writes rows into the stack's ledger that its topic never held, so a later
+    `kfm audit replay` on the stack's own topics (`make demo` on a used stack)
+    reports a mismatch that is the tests' doing. ``bucket`` names it; by
+    default it is made from the prefix.
+    """
+    env = {**stack_env, "KFM_TOPIC_PREFIX": prefix}
+    if bucket is None:
+        bucket = unique("kfm-t-" + re.sub(r"[^a-z0-9-]", "-", prefix.lower()).strip("-"))[:63]
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=env["KFM_S3_ENDPOINT"], region_name="us-east-1",
+        aws_access_key_id=env["KFM_S3_ACCESS_KEY_ID"], aws_secret_access_key=env["KFM_S3_SECRET_ACCESS_KEY"],
+    ).create_bucket(Bucket=bucket)
+    env["KFM_S3_BUCKET"] = bucket
     run_kfm(env, "topics", "ensure")
     return env
 
