@@ -43,6 +43,7 @@ __all__ = [
     "LEDGER_APPEND_SECONDS",
     "LEDGER_CANDIDATES",
     "LEDGER_ROWS",
+    "LINEAGE_EVENTS",
     "RECONCILE_MISSING",
     "RECONCILE_OLDEST_MISSING_AGE",
     "ROLLBACKS",
@@ -120,11 +121,21 @@ ROLLBACK_SECONDS = Histogram(
     buckets=_SECONDS,
 )
 
+# --- OpenLineage (only when the openlineage-python client is configured: worker/io/lineage.py)
+LINEAGE_EVENTS = Counter(
+    "kfm_lineage_events_total",
+    "OpenLineage events handed to the openlineage-python client's transport, by outcome "
+    "(sent; failed after the transport's retries; dropped because the backlog was full).",
+    ["outcome"],
+)
+
 # Series that exist from the start at 0, so a rate or an alert has a value before the first event.
 for _outcome in ("recorded", "duplicate", "rejected"):
     LEDGER_CANDIDATES.labels(_outcome)
 for _outcome in ROLLBACK_OUTCOMES:
     ROLLBACKS.labels(_outcome)
+for _outcome in ("sent", "failed", "dropped"):
+    LINEAGE_EVENTS.labels(_outcome)
 
 
 async def _metrics(_: web.Request) -> web.Response:

@@ -33,17 +33,16 @@ from typing import Any, Final, Protocol
 import structlog
 from openlineage.client import OpenLineageClient
 from openlineage.client.generated.base import EventType, InputDataset, Job, OutputDataset, Run, RunEvent
-from prometheus_client import Counter
 
 from worker.canonical import canonical_bytes
 from worker.constants import TOPIC_LINEAGE
 from worker.errors import ConfigError
 from worker.io.governance import Publisher
+from worker.metrics import LINEAGE_EVENTS
 
 __all__ = [
     "BACKLOG_RUNS",
     "CLOSE_TIMEOUT_S",
-    "LINEAGE_EVENTS",
     "LineageEmitter",
     "LineagePublisher",
     "check_lineage_config",
@@ -58,13 +57,6 @@ log = structlog.get_logger("kfm.lineage")
 BACKLOG_RUNS: Final = 1000
 #: How long closing the worker (or a CLI command) waits for waiting events to be sent.
 CLOSE_TIMEOUT_S: Final = 30.0
-
-LINEAGE_EVENTS = Counter(
-    "kfm_lineage_events_total",
-    "OpenLineage events handed to the openlineage-python client's transport, by outcome "
-    "(sent; failed after the transport's retries; dropped because the backlog was full).",
-    ["outcome"],
-)
 
 
 def client_configured(

@@ -30,13 +30,13 @@ from worker.constants import TOPIC_LINEAGE
 from worker.errors import ConfigError
 from worker.evidence.lineage import bundle_events
 from worker.io.lineage import (
-    LINEAGE_EVENTS,
     LineageEmitter,
     _typed,
     client_configured,
     open_lineage_emitter,
     publish_lineage,
 )
+from worker.metrics import LINEAGE_EVENTS
 from worker.rollback.outcome import lineage_events
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
