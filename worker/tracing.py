@@ -53,12 +53,16 @@ class TraceBuffer(SpanExporter):
     """Keeps finished spans by trace id until a bundle takes its own tree.
 
     Bounded: the oldest traces are dropped past ``max_traces`` so a trace that
-    nobody takes (a webhook-only trace, say) cannot grow memory forever.
+    nobody takes (a webhook-only trace, say) cannot grow memory forever. Only spans
+    of ``scopes`` (None: all) are kept, so other work's traces (every ledger batch
+    and rollback is a trace of its own) cannot push a bundle run's spans out
+    while it is still being built.
     """
 
-    def __init__(self, max_traces: int = 1024) -> None:
+    def __init__(self, max_traces: int = 1024, scopes: frozenset[str] | None = None) -> None:
         self._spans: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
         self._max = max_traces
+        self._scopes = scopes
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -66,6 +70,9 @@ class TraceBuffer(SpanExporter):
             for s in spans:
                 ctx = s.get_span_context()
                 if ctx is None:
+                    continue
+                scope = s.instrumentation_scope
+                if self._scopes is not None and (scope is None or scope.name not in self._scopes):
                     continue
                 self._spans.setdefault(ctx.trace_id, []).append(s)
                 self._spans.move_to_end(ctx.trace_id)
@@ -82,7 +89,8 @@ class TraceBuffer(SpanExporter):
             self._spans.clear()
 
 
-_buffer = TraceBuffer()
+BUNDLER_SCOPE = "kfm.bundler"  # the tracer of worker/io/bundling.py and staging.py: a bundle's own tree
+_buffer = TraceBuffer(scopes=frozenset({BUNDLER_SCOPE}))
 
 
 def trace_exporters(setting: str = "none", env: dict[str, str] | None = None) -> list[str]:

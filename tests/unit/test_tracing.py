@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from worker.errors import ConfigError
 from worker.tracing import (
+    TraceBuffer,
     _resource,
     context_from_headers,
     continuing,
@@ -111,3 +115,25 @@ def test_continuing_makes_the_header_the_current_parent() -> None:
         current = trace.get_current_span().get_span_context()
         assert (current.trace_id, current.span_id) == (int("0c" * 16, 16), int("0d" * 8, 16))
     assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_the_buffer_keeps_only_its_scopes_and_the_newest_traces() -> None:
+    """Other scopes' traces (a ledger batch is a trace of its own) cannot evict a bundle's spans."""
+    buffer = TraceBuffer(max_traces=2, scopes=frozenset({"kfm.bundler"}))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(buffer))
+    with provider.get_tracer("kfm.bundler").start_as_current_span("bundle") as bundle:
+        with provider.get_tracer("kfm.bundler").start_as_current_span("bundle.package"):
+            pass
+        for _ in range(5):
+            with provider.get_tracer("kfm.ledger").start_as_current_span("ledger.batch", context=Context()):
+                pass
+    trace_id = bundle.get_span_context().trace_id
+    assert sorted(s.name for s in buffer.take(trace_id)) == ["bundle", "bundle.package"]
+    assert buffer.take(trace_id) == []  # taken once
+    for _ in range(3):
+        with provider.get_tracer("kfm.bundler").start_as_current_span("bundle") as last:
+            pass
+    assert [s.name for s in buffer.take(last.get_span_context().trace_id)] == ["bundle"]
+    assert len(buffer._spans) == 1  # the oldest of the three was dropped
+    provider.shutdown()
