@@ -192,10 +192,15 @@ def open_lineage_emitter() -> LineageEmitter | None:
 
     Raises:
         ConfigError: the client's configuration is invalid (a bad URL, an unknown transport
-            type, a transport whose package is not installed); one line naming it.
+            type, a transport whose package is not installed, an ``OPENLINEAGE_CONFIG`` that
+            names no readable file); one line naming it.
     """
     if not client_configured():
         return None
+    named = os.environ.get("OPENLINEAGE_CONFIG")
+    if named and not (os.path.isfile(named) and os.access(named, os.R_OK)):
+        # The client would ignore it and print the events on the console instead.
+        raise ConfigError(f"OPENLINEAGE_CONFIG names {named}, which is not a readable file")
     try:
         client = OpenLineageClient()
     except Exception as e:  # the client raises anything, ValueError to ImportError

@@ -140,6 +140,14 @@ async def test_unconfigured_events_go_to_the_topic_in_order(clean_env: Path) -> 
     assert rt.producer.on(rt.settings.topic(TOPIC_LINEAGE)) == events
 
 
+def test_a_missing_config_file_is_one_line_not_the_console(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENLINEAGE_CONFIG", str(clean_env / "nowhere" / "openlineage.yml"))
+    with pytest.raises(
+        ConfigError, match=r"^OPENLINEAGE_CONFIG names .*openlineage.yml, which is not a readable file$"
+    ):
+        open_lineage_emitter()
+
+
 def test_bad_client_configuration_is_one_line(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "carrier-pigeon")
     with pytest.raises(ConfigError) as e:
