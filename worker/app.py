@@ -272,7 +272,7 @@ def _writer_lag(events: Sequence[faust.types.EventT[bytes]]) -> None:
         metrics.WRITER_LAG_SECONDS.observe(max(now - event.message.timestamp, 0.0))
     last = events[-1].message
     with contextlib.suppress(Exception):  # no highwater yet (just assigned): keep the last figure
-        metrics.WRITER_LAG_RECORDS.set(max(app.consumer.highwater(last.tp) - last.offset - 1, 0))
+        metrics.WRITER_LAG_OFFSETS.set(max(app.consumer.highwater(last.tp) - last.offset - 1, 0))
 
 
 @app.agent(rollback_topic)

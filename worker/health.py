@@ -43,10 +43,16 @@ async def _live(_: web.Request) -> web.Response:
 
 
 def _agent_problems(app: _App) -> list[str]:
+    """An agent whose coroutine raised (e.g. the ledger writer without its signing key) is not running.
+
+    Faust keeps the agent service up and restarts its actors (the coroutines) when woken, so
+    an actor's own state is what tells; Faust has no public listing of them (``_actors``).
+    """
     problems = ["worker crashed"] if app.crashed else []
     for name, agent in app.agents.items():
         service: _Service = agent
-        if service.crashed:
+        actors: tuple[_Service, ...] = tuple(getattr(agent, "_actors", ()))
+        if service.crashed or any(a.crashed for a in actors):
             problems.append(f"agent {name} crashed")
         elif not service.started:
             problems.append(f"agent {name} not started")
@@ -72,7 +78,7 @@ def _ready(app: _App, runtime: Callable[[], Awaitable[Runtime]]) -> Callable[[we
         except Error as e:
             problems.append(f"clients: {e.diagnostics()}")
         else:
-            results = await asyncio.gather(_check("kafka", rt.producer.ping), _check("s3", rt.bucket.ping))
+            results = await asyncio.gather(_check("kafka", rt.producer.ping), _check("bucket", rt.bucket.ping))
             problems.extend(p for p in results if p is not None)
         if problems:
             return web.json_response({"status": "unavailable", "reasons": problems}, status=503)

@@ -50,14 +50,14 @@ __all__ = [
     "ROLLBACK_SECONDS",
     "WEBHOOKS",
     "WEBHOOK_PUBLISH_SECONDS",
-    "WRITER_LAG_RECORDS",
+    "WRITER_LAG_OFFSETS",
     "WRITER_LAG_SECONDS",
     "serve",
 ]
 
 # No ``*_created`` series beside every counter and histogram: they double what is scraped and
 # Prometheus does not need them (a reset shows as a drop of the counter).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 # Latencies from a millisecond (a publish, an append) to tens of minutes (a large bundle).
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -99,8 +99,11 @@ WRITER_LAG_SECONDS = Histogram(
     "Time from a candidate's arrival on the writer topic to the end of the batch that decided it.",
     buckets=_SECONDS,
 )
-WRITER_LAG_RECORDS = Gauge(
-    "kfm_ledger_writer_lag_records", "Candidates on the writer topic after the last batch this worker decided."
+WRITER_LAG_OFFSETS = Gauge(
+    "kfm_ledger_writer_lag_offsets",
+    "Offsets between the end of the writer topic and the last candidate decided, after each batch. Each"
+    " transaction's commit marker takes an offset too: a writer that has caught up shows 1, a waiting candidate"
+    " adds 2.",
 )
 
 # --- reconciler -----------------------------------------------------------------------
