@@ -2,7 +2,7 @@
 
 A commit made in lakeFS reaches the worker through the real action webhook; the worker,
 configured only by the client's standard variables, posts the bundling run's START and
-COMPLETE to an HTTP backend with Marquez's lineage API (the stand-in of
+COMPLETE, and then a rollback's, to an HTTP backend with Marquez's lineage API (the stand-in of
 tests/lineage_backend.py, in a process of its own: Marquez itself cannot be had here, see
 docs/deploy.md) and no longer to the ``kfm.openlineage`` topic. A backend that refuses
 every event does not stop the commit from being bundled and recorded.
@@ -38,6 +38,7 @@ from tests.integration.helpers import (
     unique,
     worker_process,
 )
+from tests.integration.test_rollback import _request, _send_and_wait, _wait_recorded
 from tests.unit.evidence.test_lineage_client import without_client_facets
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
@@ -141,7 +142,7 @@ def _worker_env(**extra: str) -> dict[str, str]:
     return {**clean, **extra}
 
 
-async def test_bundle_run_reaches_an_http_backend_through_openlineage_url(
+async def test_bundle_and_rollback_runs_reach_an_http_backend_through_openlineage_url(
     env: dict[str, str], settings: Settings, lakefs: LakeFS
 ) -> None:
     with (
@@ -177,6 +178,19 @@ async def test_bundle_run_reaches_an_http_backend_through_openlineage_url(
         assert [without_client_facets(e) for e in got] == json.loads(stored)
         # The first post was answered 503 and retried by the client's transport.
         assert (await _get(f"{url}/test/stats"))["posts"] >= 3
+
+        # A rollback to that commit: its run reads, as its input, the very dataset the
+        # bundling run reported writing, so the backend joins the two runs.
+        await _wait_recorded(settings, {commit})
+        req = _request(repo, commit, "main", "branch")
+        [final] = await _send_and_wait(settings, req)
+        assert final["status"] == "completed", final
+        async with open_bucket(settings) as b:
+            stored_rb = json.loads((await b.get(f"rollbacks/{req.request_id}/openlineage.json", 1 << 20))[0])
+        rb_events = await _run_events(url, stored_rb[0]["run"]["runId"], want=2)
+        assert [without_client_facets(e) for e in rb_events] == stored_rb
+        assert rb_events[1]["job"]["name"] == f"rollback.{repo}"
+        assert {(d["namespace"], d["name"]) for d in rb_events[1]["inputs"]} == {(out["namespace"], out["name"])}
 
         # Configured, the client replaces the topic.
         assert await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_LINEAGE), topic_start) == []
