@@ -477,7 +477,9 @@ def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
         if row is None:
             raise IntegrityError(f"no ledger row for commit {commit} (`kfm ledger list` shows the rows)")
         doc = row.model_dump(mode="json")
-        Output.of(args).result(doc, [f"{k:<24}  {v}" for k, v in _flatten(doc)])
+        pairs = _flatten(doc)
+        width = max(len(k) for k, _ in pairs)
+        Output.of(args).result(doc, [f"{k:<{width}}  {v}" for k, v in pairs])
         return 0
 
     return _with_runtime(go, settings)
@@ -716,6 +718,14 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _completion(args: argparse.Namespace, settings: Settings) -> int:
+    """Completion generated from this very parser, so it lists exactly the verbs and options there are."""
+    from worker._cli_completion import completion_script
+
+    sys.stdout.write(completion_script(_build_parser(), args.shell))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kfm",
@@ -731,6 +741,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_ledger_commands(sub)
     add_coverage_commands(sub)
     _add_rollback_commands(sub)
+    comp = sub.add_parser("completion", help="print a shell completion script (bash or zsh); see docs/cli.md")
+    comp.add_argument("shell", choices=("bash", "zsh"))
+    comp.set_defaults(handler=_completion)
     spread_global_options(p)
     return p
 
@@ -1019,6 +1032,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
+    except BrokenPipeError:
+        # `kfm ledger list | head -1`: the reader left; say nothing more, as `yes | head` does.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.BROKEN_PIPE
     except Exception as e:
         if args.verbose:
             raise

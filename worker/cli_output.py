@@ -33,6 +33,7 @@ class Exit(enum.IntEnum):
     TIMEOUT = 3  # waited (--wait, --timeout) and no final answer came
     UNAVAILABLE = 4  # could not run: a service unreachable or refusing, a setting missing or invalid
     INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+    BROKEN_PIPE = 141  # stdout closed early (`kfm ledger list | head -1`), as a shell reports SIGPIPE
 
 
 def exit_code_for(e: BaseException) -> Exit:
