@@ -82,6 +82,11 @@ def test_final_images_have_a_health_check_and_a_command_of_their_own() -> None:
         assert cmds == [expected[name]]
     receiver_check = next(args for kw, args in stages["receiver"][1] if kw == "HEALTHCHECK")
     assert "/healthz" in receiver_check
+    # The worker's check asks its own listener, which needs no new process and no signing key.
+    worker_check = next(args for kw, args in stages["worker"][1] if kw == "HEALTHCHECK")
+    assert "/readyz" in worker_check and "KFM_WORKER_HTTP_PORT" in worker_check
+    worker_env = " ".join(args for kw, args in stages["worker"][1] if kw == "ENV")
+    assert "KFM_WORKER_HTTP_PORT=18082" in worker_env and "KFM_METRICS_HOST=0.0.0.0" in worker_env
 
 
 def test_no_build_tools_in_the_final_stages() -> None:

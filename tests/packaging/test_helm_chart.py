@@ -128,7 +128,13 @@ def test_the_pods_run_as_documented(tools: tuple[Path, Path]) -> None:
     env = {e["name"]: e for e in rc["env"]}
     assert env["KFM_HOOKS_HOST"]["value"] == "0.0.0.0"
     assert env["KFM_HOOK_TOKEN_FILE"]["value"] == "/var/run/secrets/kfm/hook-token"
+    # /metrics on a port of its own, which the webhook Service does not expose; the pod annotations point at it.
+    ports = {p["name"]: p["containerPort"] for p in rc["ports"]}
+    assert ports["metrics"] == int(env["KFM_HOOKS_METRICS_PORT"]["value"]) != ports["http"]
+    receiver_pod = objs["Deployment/kfm-kfm-rollback-registry-receiver"]["spec"]["template"]["metadata"]
+    assert receiver_pod["annotations"]["prometheus.io/port"] == str(ports["metrics"])
     service = objs["Service/kfm-kfm-rollback-registry-receiver"]["spec"]
+    assert [p["targetPort"] for p in service["ports"]] == ["http"]
     assert service["selector"] == objs["Deployment/kfm-kfm-rollback-registry-receiver"]["spec"]["selector"][
         "matchLabels"]
 
@@ -141,6 +147,14 @@ def test_the_pods_run_as_documented(tools: tuple[Path, Path]) -> None:
         "name": "kfm-secrets", "key": "s3-secret-access-key", "optional": True}
     assert env["KFM_EXTRA_SECRET_FOR_TEST"]["valueFrom"]["secretKeyRef"]["name"] == "kfm-other"
     assert [c["args"] for c in worker["initContainers"]] == [["topics", "ensure"]]
+    # The worker's own probes (no `kfm health` process per probe, no signing key needed) and metrics.
+    assert wc["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert wc["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert {p["name"]: p["containerPort"] for p in wc["ports"]} == {"http": int(env["KFM_WORKER_HTTP_PORT"]["value"])}
+    assert env["KFM_METRICS_HOST"]["value"] == "0.0.0.0"
+    pod_annotations = worker_set["template"]["metadata"]["annotations"]
+    assert pod_annotations["prometheus.io/port"] == env["KFM_WORKER_HTTP_PORT"]["value"]
+    assert pod_annotations["prometheus.io/path"] == "/metrics"
     assert worker_set["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "standard"
 
     config = objs["ConfigMap/kfm-kfm-rollback-registry"]["data"]
