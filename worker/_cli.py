@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from worker.io.runtime import Runtime
     from worker.io.verifying import CheckedBundle
     from worker.keys import TrustedKeys
+    from worker.progress import Meters
     from worker.rollback.request import RollbackRequest
 
 __all__ = ["main"]
@@ -274,7 +275,7 @@ def _bundle_build(args: argparse.Namespace, settings: Settings) -> int:
             )
             work = Path(tempfile.mkdtemp(prefix="kfm-build-", dir=rt.work_dir))
             try:
-                built = await build_bundle(rt, event, work)
+                built = await build_bundle(rt, event, work, _meters(args))
                 shutil.move(built.path, args.out)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -338,11 +339,16 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
     if args.commit is not None and len(check_commit_arg(args.commit, "--commit")) < 64 and args.offline:
         raise UsageError("--commit: give the full commit id with --offline (a prefix is resolved against the ledger)")
 
+    meters = _meters(args)
+    step = "verify" if to is None else "verify+extract"
+
     async def go(tmp: Path) -> CheckedBundle:
         if args.offline:
             commit = bound_commit(args.commit, args.bundle)
-            bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp)
-            return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=None, extract_to=to)
+            bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp, meters)
+            with meters.bar(step) as progress:
+                return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=None,
+                                          extract_to=to, progress=progress)
         # Imported here: the S3 client costs ~0.3 s of start-up that an offline check does not need.
         from worker._internal.s3 import open_bucket
         from worker.io.ledger_reader import LedgerReader
@@ -350,9 +356,11 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
         async with open_bucket(settings) as registry:
             full = None if args.commit is None else await resolve_commit(registry, args.commit)
             commit = bound_commit(full, args.bundle)
-            bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp)
+            bundle, envelope = await _fetch_bundle(settings, args.bundle, args.attestation, tmp, meters)
             ledger = LedgerReader(registry, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
-            return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=ledger, extract_to=to)
+            with meters.bar(step) as progress:
+                return await check_bundle(bundle, envelope, trusted, limits, commit=commit, ledger=ledger,
+                                          extract_to=to, progress=progress)
 
     with tempfile.TemporaryDirectory(prefix="kfm-verify-") as tmp:
         try:
@@ -363,8 +371,11 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
             return e.diagnostics()
 
 
-async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None, tmp: Path) -> tuple[Path, bytes]:
-    """A local path, or an s3:// URI (downloaded, streamed); each read within the configured limits."""
+async def _fetch_bundle(
+    settings: Settings, bundle: str, attestation: str | None, tmp: Path, meters: Meters
+) -> tuple[Path, bytes]:
+    """A local path, or an s3:// URI (downloaded, streamed, with a progress bar); each read within the
+    configured limits."""
     import asyncio
 
     limits = settings.limits
@@ -379,7 +390,8 @@ async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None
     commit = key.rsplit("/", 1)[-1].removesuffix(".tar.zst")
     async with open_bucket(settings, bucket_name) as b:
         local = tmp / "bundle.tar.zst"
-        await b.download(key, local, limits.max_bundle_bytes)
+        with meters.bar("download") as progress:
+            await b.download(key, local, limits.max_bundle_bytes, progress=progress)
         if attestation and attestation.startswith("s3://"):
             _, att_key = _split(split_s3_uri, attestation)
             envelope, _ = await b.get(att_key, limits.max_envelope_bytes)
@@ -388,6 +400,13 @@ async def _fetch_bundle(settings: Settings, bundle: str, attestation: str | None
         else:
             envelope, _ = await b.get(f"{ATTESTATIONS_PREFIX}{commit}.intoto.json", limits.max_envelope_bytes)
     return local, envelope
+
+
+def _meters(args: argparse.Namespace) -> Meters:
+    """Progress bars on stderr for long work, when a person is watching (worker/progress.py)."""
+    from worker.progress import Meters
+
+    return Meters.for_args(args)
 
 
 def _local_inputs(bundle: str, attestation: str | None) -> tuple[Path, Path]:
@@ -500,7 +519,7 @@ def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
             f"OK: row {p['seq']} of commit {commit} is included in the signed checkpoint of size {p['tree_size']}",
             f"root     {p['root']}", f"row hash {p['row_hash']}",
             *(f"proof[{i}] {h}" for i, h in enumerate(p["inclusion_proof"])),
-            "checkpoint:", *("  " + line for line in p["checkpoint"].splitlines())])
+            "checkpoint:", *(f"  {line}".rstrip() for line in p["checkpoint"].splitlines())])
         return 0
 
     return _with_runtime(go, settings)
@@ -576,7 +595,7 @@ def _ledger_export(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go(rt: Runtime) -> int:
         reader = _reader(rt, args, settings)
-        n = await export_jsonl(reader, Path(args.out) if args.out else None)
+        n = await export_jsonl(reader, Path(args.out) if args.out else None, _meters(args))
         where = args.out or rt.bucket.uri("index/rollback-index.jsonl")
         Output.of(args).result({"rows": n, "out": where}, f"exported {n} rows to {where}")
         return 0
@@ -593,7 +612,8 @@ def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="kfm-replay-"))
 
     async def go(rt: Runtime) -> int:
-        r = await replay(rt, trusted, scratch)
+        with _meters(args).bar("replay", unit="offsets") as progress:
+            r = await replay(rt, trusted, scratch, progress)
         verdict = "MATCH" if r.matches else "MISMATCH"
         Output.of(args).result(
             {"match": r.matches, "candidates": r.candidates, "rows": r.rows, "duplicates": r.duplicates,

@@ -55,6 +55,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from worker._cli_common import parse_since
     from worker.io.reconciling import Reconciler
     from worker.io.runtime import Runtime
+    from worker.progress import Meters
 
     if args.branch and not args.repo:
         raise UsageError("--branch needs --repo")
@@ -63,12 +64,14 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> int:
         async with await Runtime.open(settings) as rt:
-            result = await Reconciler(rt).run_pass(
-                only=(args.repo, args.branch) if args.repo else None,
-                since=since,
-                retry_failed=args.retry_failed,
-                dry_run=args.dry_run,
-            )
+            with Meters.for_args(args).bar("commits walked", unit="commits") as progress:
+                result = await Reconciler(rt).run_pass(
+                    only=(args.repo, args.branch) if args.repo else None,
+                    since=since,
+                    retry_failed=args.retry_failed,
+                    dry_run=args.dry_run,
+                    progress=progress,
+                )
         out = Output.of(args)  # --json: JSON lines, one per request, then the summary (docs/cli.md)
         if result.requested and not out.json:
             out.item(None, "\n".join(format_table(("REPOSITORY", "BRANCH", "COMMIT", "WHY", "CREATED"), [
@@ -116,6 +119,7 @@ def _coverage(args: argparse.Namespace, settings: Settings) -> int:
     from worker.io import markers
     from worker.io.reconciling import failed_hook_runs, known_for, walk
     from worker.io.runtime import Runtime
+    from worker.progress import Meters
 
     _check_ids(args.repo, args.branch)
     since = parse_since(args.since) if args.since else None
@@ -128,7 +132,8 @@ def _coverage(args: argparse.Namespace, settings: Settings) -> int:
             horizon = await _coverage_horizon(rt, args.repo, args.branch, since)
             rows: dict[str, RowRef | None] = {}
             try:
-                walked, _ = await walk(rt, args.repo, args.branch, horizon, rows)
+                with Meters.for_args(args).bar("commits walked", unit="commits") as progress:
+                    walked, _ = await walk(rt, args.repo, args.branch, horizon, rows, progress=progress)
             except NotFoundError:
                 raise UsageError(f"{args.repo}/{args.branch}: no such repository or branch in lakeFS") from None
             marks = [m for m in await markers.failed_marks(rt.bucket, args.repo) if m.branch == args.branch]

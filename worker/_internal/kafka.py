@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -36,6 +37,9 @@ from aiokafka.errors import (
 
 from worker.config import KafkaAccess
 from worker.errors import ConfigError, TransientError
+
+if TYPE_CHECKING:
+    from worker.progress import Progress
 
 __all__ = ["KafkaAccess", "PartitionTail", "Producer", "TopicSpec", "check_access", "ensure_topics",
            "follow_partition", "partition_count", "read_partition"]
@@ -332,11 +336,14 @@ def _reader(kafka: Kafka) -> AIOKafkaConsumer:
     )
 
 
-async def read_partition(kafka: Kafka, topic: str, partition: int = 0) -> AsyncIterator[bytes]:
+async def read_partition(
+    kafka: Kafka, topic: str, partition: int = 0, *, progress: Progress | None = None
+) -> AsyncIterator[bytes]:
     """Every committed value of one partition, from its start up to its end as of the call.
 
     Why up to the end as of the call: a replay must terminate while the
-    writer keeps appending.
+    writer keeps appending. ``progress`` counts offsets (transaction markers
+    take offsets too, so it ends exactly at the end).
 
     Raises:
         TransientError: Kafka did not answer.
@@ -351,11 +358,19 @@ async def read_partition(kafka: Kafka, topic: str, partition: int = 0) -> AsyncI
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
+        done = await consumer.position(tp)
+        if progress is not None:
+            progress.expect(max(end - done, 0))
+        while (position := await consumer.position(tp)) < end:
+            if progress is not None:
+                progress.advance(position - done)
+                done = position
             batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
             for record in batch.get(tp, []):
                 if record.value is not None:
                     yield record.value
+        if progress is not None:
+            progress.advance(position - done)
     except KafkaError as e:
         raise TransientError(f"read {topic}: Kafka: {type(e).__name__}") from e
     finally:

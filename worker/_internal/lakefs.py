@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import lakefs_sdk
@@ -26,6 +26,9 @@ from urllib3.exceptions import HTTPError
 
 from worker.config import Settings
 from worker.errors import IntegrityError, NotFoundError, TransientError
+
+if TYPE_CHECKING:
+    from worker.progress import Progress
 
 __all__ = ["ActionRunInfo", "CommitInfo", "HookRunInfo", "LakeFS", "ObjectInfo"]
 
@@ -188,7 +191,9 @@ class LakeFS:
                 return out
             after = page.pagination.next_offset
 
-    async def download(self, repo: str, ref: str, path: str, dest: Path, max_bytes: int) -> tuple[int, str]:
+    async def download(
+        self, repo: str, ref: str, path: str, dest: Path, max_bytes: int, *, progress: Progress | None = None
+    ) -> tuple[int, str]:
         """Stream an object to ``dest``; return (size, sha256 hex).
 
         Raises:
@@ -221,6 +226,8 @@ class LakeFS:
                                 raise IntegrityError(f"lakeFS object {path} exceeds {max_bytes} bytes")
                             h.update(chunk)
                             f.write(chunk)
+                            if progress is not None:
+                                progress.advance(len(chunk))
                 except BaseException:
                     dest.unlink(missing_ok=True)
                     raise

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from botocore.config import Config
@@ -30,6 +30,9 @@ from worker.errors import (
     TransientError,
 )
 from worker.ids import s3_key_in
+
+if TYPE_CHECKING:
+    from worker.progress import Progress
 
 __all__ = ["Bucket", "Head", "open_bucket"]
 
@@ -101,12 +104,16 @@ class Bucket:
             raise err from e
         return str(r["ETag"])
 
-    async def upload_file(self, key: str, path: Path, *, overwrite: bool = False) -> str:
+    async def upload_file(
+        self, key: str, path: Path, *, overwrite: bool = False, progress: Progress | None = None
+    ) -> str:
         """Stream a file up with multipart; return its SHA-256.
 
         Refuses to overwrite an existing object unless ``overwrite`` (restores
         put model binaries back where production reads them).
         """
+        if progress is not None:
+            progress.expect(path.stat().st_size)  # noqa: ASYNC240 (one stat, as open() below)
         h = hashlib.sha256()
         try:
             up = await self._c.create_multipart_upload(Bucket=self.name, Key=key)
@@ -124,6 +131,8 @@ class Bucket:
                             Bucket=self.name, Key=key, UploadId=upload_id, PartNumber=n, Body=chunk
                         )
                         parts.append({"ETag": r["ETag"], "PartNumber": n})
+                        if progress is not None:
+                            progress.advance(len(chunk))
                         n += 1
                         if len(chunk) < _PART:
                             break
@@ -165,12 +174,16 @@ class Bucket:
             raise _wrap(e, f"get {key}") from e
         return bytes(data), str(r["ETag"])
 
-    async def download(self, key: str, dest: Path, max_bytes: int) -> tuple[int, str]:
+    async def download(
+        self, key: str, dest: Path, max_bytes: int, *, progress: Progress | None = None
+    ) -> tuple[int, str]:
         """Stream an object to a file; return (size, sha256)."""
         h, n = hashlib.sha256(), 0
         try:
             r = await self._c.get_object(Bucket=self.name, Key=key)
             body = r["Body"]
+            if progress is not None:
+                progress.expect(int(r.get("ContentLength") or 0))
             try:
                 with dest.open("wb") as f:
                     while chunk := await body.read(1 << 20):
@@ -179,6 +192,8 @@ class Bucket:
                             raise IntegrityError(f"s3: {key} exceeds {max_bytes} bytes")
                         h.update(chunk)
                         f.write(chunk)
+                        if progress is not None:
+                            progress.advance(len(chunk))
             finally:
                 body.close()
         except (ClientError, BotoCoreError) as e:

@@ -28,13 +28,16 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol, cast
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol, cast
 
 import zstandard
 
 from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundHash
 from worker.bundle.manifest import MANIFEST_NAME, BundleManifest, BundleMember, show_path
 from worker.errors import VerificationError
+
+if TYPE_CHECKING:
+    from worker.progress import Progress
 
 __all__ = ["CHUNK_SIZE", "BundleDigest", "write_bundle"]
 
@@ -100,10 +103,11 @@ class _HashingWriter:
 class _TarWriter:
     """Just enough of a tar writer: PAX headers, regular files, padding."""
 
-    def __init__(self, out: _Writable, mtime: int) -> None:
+    def __init__(self, out: _Writable, mtime: int, progress: Progress | None = None) -> None:
         self._out = out
         self._mtime = mtime
         self._offset = 0
+        self._progress = progress
 
     def _write(self, data: bytes | memoryview) -> None:
         self._out.write(data)
@@ -174,6 +178,8 @@ class _TarWriter:
             digest.update(view[:n])
             self._write(view[:n])
             remaining -= n
+            if self._progress is not None:
+                self._progress.advance(n)
         return digest.hexdigest()
 
     def _copy_threaded(self, f: io.FileIO, member: BundleMember, name: str) -> str:
@@ -188,6 +194,8 @@ class _TarWriter:
                 digest.update(data)
                 self._write(data)
                 remaining -= len(data)
+                if self._progress is not None:
+                    self._progress.advance(len(data))
             return digest.hexdigest()
         finally:
             digest.close()
@@ -208,6 +216,7 @@ def write_bundle(
     *,
     mtime: int,
     zstd_level: int = 10,
+    progress: Progress | None = None,
 ) -> BundleDigest:
     """Write the bundle for ``manifest`` to ``out``, streaming.
 
@@ -224,6 +233,8 @@ def write_bundle(
             the bundle depends on the commit, not on when it was built.
         zstd_level: zstd compression level (1-22). Part of the output's
             identity: rebuilding with another level gives other bytes.
+        progress: told the members' total size, then each chunk of member
+            content as it is compressed (a progress bar; never changes the output).
 
     Returns:
         SHA-256 and size of the bytes written to ``out``.
@@ -257,7 +268,9 @@ def write_bundle(
     try:
         # zstandard only calls write(); the cast is for its IO[bytes] annotation.
         with cctx.stream_writer(cast(IO[bytes], sink), closefd=False) as zw:
-            tar = _TarWriter(zw, mtime)
+            if progress is not None:
+                progress.expect(sum(m.size for m in manifest.members))
+            tar = _TarWriter(zw, mtime, progress)
             tar.add_bytes(MANIFEST_NAME, manifest.to_bytes())
             for member in manifest.members:
                 tar.add_file(member, files[member.path], buf)

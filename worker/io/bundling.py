@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from worker.io.lineage import publish_lineage
 from worker.io.runtime import Runtime
 from worker.io.staging import Staged, stage_commit
 from worker.keys import TrustedKeys
+from worker.progress import Progress, Steps
 from worker.rollback.outcome import bundle_span
 from worker.tracing import trace_buffer
 
@@ -87,9 +89,11 @@ def keys_of(private: Ed25519PrivateKey) -> TrustedKeys:
     return TrustedKeys([private.public_key()])
 
 
-async def build_bundle(rt: Runtime, event: CommitEvent, work: Path) -> BuiltBundle:
-    """Stage the commit and write its deterministic ``.tar.zst`` into ``work``."""
-    staged = await stage_commit(rt, event, work / "staging")
+async def build_bundle(rt: Runtime, event: CommitEvent, work: Path, steps: Steps | None = None) -> BuiltBundle:
+    """Stage the commit and write its deterministic ``.tar.zst`` into ``work``; ``steps`` (the
+    CLI's progress bars) gets one bar for the download and one for the compression."""
+    with _step(steps, "download") as progress:
+        staged = await stage_commit(rt, event, work / "staging", progress)
     manifest = BundleManifest.build(
         lakefs_repo=event.repository_id,
         lakefs_branch=event.branch_id,
@@ -100,15 +104,21 @@ async def build_bundle(rt: Runtime, event: CommitEvent, work: Path) -> BuiltBund
     out = work / f"{event.commit_id}.tar.zst"
     with tracer.start_as_current_span("bundle.package") as span:
 
-        def _package() -> tuple[str, int]:
+        def _package(progress: Progress | None) -> tuple[str, int]:
             with out.open("wb") as f:
-                d = write_bundle(f, manifest, staged.files, mtime=manifest.commit_mtime, zstd_level=ZSTD_LEVEL)
+                d = write_bundle(f, manifest, staged.files, mtime=manifest.commit_mtime, zstd_level=ZSTD_LEVEL,
+                                 progress=progress)
             return d.sha256, d.size
 
-        digest, size = await asyncio.to_thread(_package)
+        with _step(steps, "compress") as progress:
+            digest, size = await asyncio.to_thread(_package, progress)
         span.set_attribute("kfm.bundle_sha256", digest)
         span.set_attribute("kfm.bundle_bytes", size)
     return BuiltBundle(manifest, out, digest, size, staged)
+
+
+def _step(steps: Steps | None, label: str) -> AbstractContextManager[Progress | None]:
+    return nullcontext() if steps is None else steps.bar(label)
 
 
 async def bundle_and_upload(

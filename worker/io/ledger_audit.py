@@ -46,6 +46,7 @@ from worker.ledger.tiles import (
     tiles_for_size,
     tiles_needed,
 )
+from worker.progress import Progress
 
 __all__ = ["ReplayReport", "VerifyReport", "replay", "verify_registry"]
 
@@ -397,7 +398,7 @@ class _Canonical:
         self.position += 1
 
 
-async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayReport:
+async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path, progress: Progress | None = None) -> ReplayReport:
     """Rebuild the ledger from the writer topic with a fresh, group-less consumer.
 
     No committed offsets are read or written, so the writer is not disturbed.
@@ -406,7 +407,8 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
     the bucket only where the rebuilt row differs from the stored one (a
     candidate the writer rejected), so replay is not bound by per-row round
     trips. The rebuilt JSONL is written under ``scratch`` and compared row
-    for row, and root for root at every archived checkpoint.
+    for row, and root for root at every archived checkpoint. ``progress`` counts
+    the topic's offsets as they are read.
     """
     started = time.perf_counter()
     reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name, rt.settings.checkpoint_key_names)
@@ -419,7 +421,7 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path) -> ReplayRepo
     canonical = _Canonical(reader, cp.size)
     state = _Replay(rt, trusted, canonical, archived, report)
     windows: asyncio.Queue[list[bytes] | Exception | None] = asyncio.Queue(maxsize=_REPLAY_WINDOWS_AHEAD)
-    feeder = asyncio.create_task(_feed_windows(rt, windows))
+    feeder = asyncio.create_task(_feed_windows(rt, windows, progress))
     try:
         while (window := await windows.get()) is not None:
             if isinstance(window, Exception):
@@ -558,7 +560,9 @@ _STORED_BUNDLES_AHEAD = 16  # entry bundles of the stored ledger read ahead of m
 _REPLAY_WINDOWS_AHEAD = 3  # windows read from Kafka while the ones before are matched
 
 
-async def _feed_windows(rt: Runtime, windows: asyncio.Queue[list[bytes] | Exception | None]) -> None:
+async def _feed_windows(
+    rt: Runtime, windows: asyncio.Queue[list[bytes] | Exception | None], progress: Progress | None = None
+) -> None:
     """Read the writer topic in windows ahead of matching, then ``None`` (or the error that stopped it).
 
     Why a task: reading and decoding records is the main process's work and
@@ -567,7 +571,7 @@ async def _feed_windows(rt: Runtime, windows: asyncio.Queue[list[bytes] | Except
     """
     window: list[bytes] = []
     try:
-        async for value in _candidates(rt):
+        async for value in _candidates(rt, progress):
             window.append(value)
             if len(window) == _REPLAY_WINDOW:
                 await windows.put(window)
@@ -580,7 +584,7 @@ async def _feed_windows(rt: Runtime, windows: asyncio.Queue[list[bytes] | Except
     await windows.put(None)
 
 
-async def _candidates(rt: Runtime) -> AsyncIterator[bytes]:
+async def _candidates(rt: Runtime, progress: Progress | None = None) -> AsyncIterator[bytes]:
     """Every value on the writer topic, up to its current end, in batches."""
-    async for value in read_partition(rt.settings.kafka, rt.settings.topic(TOPIC_INDEX_CANDIDATES)):
+    async for value in read_partition(rt.settings.kafka, rt.settings.topic(TOPIC_INDEX_CANDIDATES), progress=progress):
         yield value

@@ -15,6 +15,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from worker.ledger.tiles import (
     inclusion_proof,
     tiles_needed,
 )
+from worker.progress import Steps
 
 __all__ = [
     "LedgerReader",
@@ -349,25 +351,30 @@ class LedgerReader:
             )
 
 
-async def export_jsonl(reader: LedgerReader, out: Path | None) -> int:
+async def export_jsonl(reader: LedgerReader, out: Path | None, steps: Steps | None = None) -> int:
     """Write the ledger up to its latest checkpoint as one JSONL file.
 
     To ``out``, or (``None``) to the JSONL view ``index/rollback-index.jsonl`` in
     the bucket, streamed through a temporary file: constant memory. The file
     is the concatenation of the entry bundles, so it is byte-identical to the
     single-file ledger of earlier versions at the same size. Returns the rows.
+    ``steps`` (the CLI's progress bars) gets a bar of rows read and one of bytes uploaded.
     """
     cp, _ = await reader.checkpoint()
     target = out or Path(tempfile.mkdtemp(prefix="kfm-export-")) / "rollback-index.jsonl"
     handle = await asyncio.to_thread(target.open, "wb")
     try:
-        async for _, data in reader.bundles(0, cp.size):
-            await asyncio.to_thread(handle.write, data)
+        with nullcontext() if steps is None else steps.bar("export", unit="rows", total=cp.size) as progress:
+            async for first, data in reader.bundles(0, cp.size):
+                await asyncio.to_thread(handle.write, data)
+                if progress is not None:
+                    progress.advance(min(TILE_WIDTH, cp.size - first))
     finally:
         await asyncio.to_thread(handle.close)
     if out is None:
         try:
-            await reader.bucket.upload_file(INDEX_JSONL_KEY, target, overwrite=True)
+            with nullcontext() if steps is None else steps.bar("upload") as progress:
+                await reader.bucket.upload_file(INDEX_JSONL_KEY, target, overwrite=True, progress=progress)
         finally:
             await asyncio.to_thread(shutil.rmtree, target.parent, True)
     return cp.size

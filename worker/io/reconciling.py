@@ -55,6 +55,7 @@ from worker.events import CommitEvent, event_key
 from worker.io import markers
 from worker.io.ledger_reader import LedgerReader
 from worker.io.runtime import Runtime
+from worker.progress import Progress
 from worker.tracing import headers_with_trace
 from worker.watch import WatchSpec
 
@@ -164,8 +165,12 @@ async def walk(
     rows: dict[str, RowRef | None],
     *,
     still_leader: Callable[[], bool] = lambda: True,
+    progress: Progress | None = None,
 ) -> tuple[list[CommitInfo], bool]:
-    """The branch's first-parent commits inside the horizon, newest first; True if a recorded commit ended it."""
+    """The branch's first-parent commits inside the horizon, newest first; True if a recorded commit ended it.
+
+    ``progress`` counts the commits walked (their number is known only at the end).
+    """
     out: list[CommitInfo] = []
     after = ""
     s = rt.settings
@@ -179,6 +184,8 @@ async def walk(
             await _rows(rt, (c.id for c in inside), rows)
             inside, found = through_newest_recorded(inside, {c for c, r in rows.items() if r is not None})
         out.extend(inside)
+        if progress is not None:
+            progress.advance(len(inside))
         if done or found or not after:
             return out, found
         await asyncio.sleep(s.reconcile_pause_s)
@@ -300,13 +307,14 @@ class Reconciler:
         since: datetime | None = None,
         retry_failed: bool = False,
         dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> PassResult:
         """One pass over every watched branch (or ``only`` one repository/branch).
 
         ``since`` walks back to that date whatever the watermark says (a
         back-fill; the watermark is left alone); ``retry_failed`` requests every
         failed commit again after clearing its marker; ``dry_run`` publishes
-        and writes nothing.
+        and writes nothing; ``progress`` counts the commits walked (a back-fill's bar).
         """
         started = time.monotonic()
         result = PassResult()
@@ -322,7 +330,7 @@ class Reconciler:
             for t in targets:
                 try:
                     stats = await self._branch(t, result, failed_cache, since=since, retry_failed=retry_failed,
-                                               dry_run=dry_run)
+                                               dry_run=dry_run, progress=progress)
                 except Error as e:
                     result.errors.append(f"{t.repo}/{t.branch}: {e.diagnostics()}")
                     log.error("reconcile.branch_failed", repository_id=t.repo, branch_id=t.branch,
@@ -383,12 +391,14 @@ class Reconciler:
         since: datetime | None,
         retry_failed: bool,
         dry_run: bool,
+        progress: Progress | None = None,
     ) -> CoverageStats:
         rt, s = self.rt, self.rt.settings
         state = await markers.load_state(rt.bucket, t.repo, t.branch)
         horizon = self._horizon(t, state, since)
         rows: dict[str, RowRef | None] = {}
-        walked, found_row = await walk(rt, t.repo, t.branch, horizon, rows, still_leader=self.still_leader)
+        walked, found_row = await walk(rt, t.repo, t.branch, horizon, rows, still_leader=self.still_leader,
+                                       progress=progress)
         first_sight = state is None and since is None
         if first_sight and horizon.stop_at_recorded and not found_row:
             walked = walked[:1]  # never recorded: watching starts at the head, older history is not back-filled

@@ -21,6 +21,7 @@ from worker.errors import IntegrityError
 from worker.events import CommitEvent
 from worker.ids import split_s3_uri
 from worker.io.runtime import Runtime
+from worker.progress import Progress
 from worker.snapshot import (
     SnapshotRules,
     bundle_path,
@@ -64,8 +65,8 @@ def _write(dest: Path, data: bytes) -> tuple[int, str]:
     return len(data), hashlib.sha256(data).hexdigest()
 
 
-async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged:
-    """Collect the commit's members under ``staging``.
+async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path, progress: Progress | None = None) -> Staged:
+    """Collect the commit's members under ``staging``; ``progress`` is told the bytes downloaded.
 
     Raises:
         IntegrityError: the commit, an object or the model manifest is missing
@@ -86,13 +87,33 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path) -> Staged
         listing = await rt.lakefs.list_objects(repo, commit_id)
     objects = {o.path: (o.size, o.checksum) for o in listing}
 
-    step = _Step(rt, event, staged, staging, listing, objects, rules)
+    share = None if progress is None else _Share(progress)
+    step = _Step(rt, event, staged, staging, listing, objects, rules, share)
+    if share is not None:
+        share.expect(sum(o.size for o in listing if is_config(o.path, rules)))
     await _stage_stac(step)
     await _stage_configs(step)
     await _stage_models(step)
 
     log.info("bundle.staged", members=len(staged.members), bytes=sum(m.size for m in staged.members))
     return staged
+
+
+class _Share:
+    """One progress for all of a commit's downloads: each ``expect`` adds to the total (every
+    download says its own size, and lakeFS's sizes are added from the listing), so the bar
+    counts the step, not the object in flight."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._total = 0
+
+    def expect(self, total: int) -> None:
+        self._total += total
+        self._progress.expect(self._total)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(n)
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,7 @@ class _Step:
     listing: list[ObjectInfo]
     objects: dict[str, tuple[int, str]]
     rules: SnapshotRules
+    progress: _Share | None = None
 
     @property
     def base(self) -> str:
@@ -143,7 +165,8 @@ async def _stage_configs(step: _Step) -> None:
         for o in listing:
             if is_config(o.path, rules):
                 mp = bundle_path(o.path)
-                size, digest = await _download(rt, repo, commit_id, o, staging / mp, limit=limits.max_member_bytes)
+                size, digest = await _download(rt, repo, commit_id, o, staging / mp, limit=limits.max_member_bytes,
+                                               progress=step.progress)
                 staged.add(mp, "config", staging / mp, size, digest)
                 staged.configs.append({"path": o.path, "sha256": digest})
 
@@ -156,6 +179,8 @@ async def _stage_models(step: _Step) -> None:
         if rules.model_manifest in objects:
             raw = await rt.lakefs.read(repo, commit_id, rules.model_manifest, 1 << 20)
             manifest = parse_model_manifest(raw)
+            if step.progress is not None:  # the registry bucket's models say their size as they download
+                step.progress.expect(sum(objects[m.path][0] for m in manifest.models if m.path in objects))
             mp = bundle_path(rules.model_manifest)
             size, digest = _write(staging / mp, raw)
             staged.add(mp, "meta", staging / mp, size, digest)
@@ -167,7 +192,7 @@ async def _stage_models(step: _Step) -> None:
                     mp = s3_bundle_path(bucket, key)
                     dest = staging / mp
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    size, digest = await rt.bucket.download(key, dest, limits.max_model_bytes)
+                    size, digest = await rt.bucket.download(key, dest, limits.max_model_bytes, progress=step.progress)
                     source = entry.path
                 else:
                     if entry.path not in objects:
@@ -175,7 +200,9 @@ async def _stage_models(step: _Step) -> None:
                     mp = bundle_path(entry.path)
                     dest = staging / mp
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    size, digest = await rt.lakefs.download(repo, commit_id, entry.path, dest, limits.max_model_bytes)
+                    size, digest = await rt.lakefs.download(
+                        repo, commit_id, entry.path, dest, limits.max_model_bytes, progress=step.progress
+                    )
                     source = f"{base}/{entry.path}"
                 staged.add(mp, "model", dest, size, digest)
                 staged.models.append(
@@ -183,6 +210,8 @@ async def _stage_models(step: _Step) -> None:
                 )
 
 
-async def _download(rt: Runtime, repo: str, ref: str, o: ObjectInfo, dest: Path, *, limit: int) -> tuple[int, str]:
+async def _download(
+    rt: Runtime, repo: str, ref: str, o: ObjectInfo, dest: Path, *, limit: int, progress: Progress | None
+) -> tuple[int, str]:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return await rt.lakefs.download(repo, ref, o.path, dest, limit)
+    return await rt.lakefs.download(repo, ref, o.path, dest, limit, progress=progress)

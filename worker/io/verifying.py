@@ -14,9 +14,10 @@ into place only after every check, the ledger's included, has passed.
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from worker.bundle._reader import MemberSink
 from worker.bundle.binding import check_recorded
@@ -26,6 +27,7 @@ from worker.errors import VerificationError
 from worker.keys import TrustedKeys
 from worker.ledger.row import LedgerRow
 from worker.limits import Limits
+from worker.progress import Progress
 
 __all__ = ["CheckedBundle", "LedgerPort", "Proof", "check_bundle"]
 
@@ -77,6 +79,7 @@ async def check_bundle(
     commit: str | None,
     ledger: LedgerPort | None,
     extract_to: Path | None = None,
+    progress: Progress | None = None,
 ) -> CheckedBundle:
     """Verify ``bundle`` and, unless ``ledger`` is None, that the registry recorded it.
 
@@ -91,6 +94,7 @@ async def check_bundle(
         extract_to: extract the members there (an empty or missing
             directory), in the same pass; nothing appears there unless every
             check passed.
+        progress: told the bundle's size, then the bytes read as the one pass goes.
 
     Raises:
         IntegrityError: the reason the bundle must not be used (a
@@ -100,12 +104,37 @@ async def check_bundle(
     """
     if extract_to is None:
         return await _check(bundle, envelope=envelope, trusted=trusted, limits=limits, commit=commit,
-                            ledger=ledger, sink=None)
+                            ledger=ledger, sink=None, progress=progress)
     with staged_extraction(extract_to) as staging:
         checked = await _check(bundle, envelope=envelope, trusted=trusted, limits=limits, commit=commit,
-                               ledger=ledger, sink=staging.sink)
+                               ledger=ledger, sink=staging.sink, progress=progress)
         extracted = await asyncio.to_thread(staging.publish, checked.bundle.manifest)
     return CheckedBundle(checked.bundle, checked.proof, extracted)
+
+
+class _Counted:
+    """The bundle file as the verifier reads it (``read`` only), telling ``progress`` each chunk."""
+
+    def __init__(self, f: BinaryIO, progress: Progress) -> None:
+        self._f = f
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._progress.advance(len(data))
+        return data
+
+
+def _verify_file(
+    bundle: Path, envelope: bytes, trusted: TrustedKeys, limits: Limits, *, commit: str | None,
+    sink: MemberSink | None, progress: Progress | None,
+) -> VerifiedBundle:
+    if progress is None:
+        return verify_bundle(bundle, envelope, trusted, limits, expected_commit=commit, sink=sink)
+    with bundle.open("rb") as f:
+        progress.expect(os.fstat(f.fileno()).st_size)
+        counted = cast(BinaryIO, _Counted(f, progress))
+        return verify_bundle(counted, envelope, trusted, limits, expected_commit=commit, sink=sink)
 
 
 async def _check(
@@ -117,11 +146,12 @@ async def _check(
     commit: str | None,
     ledger: LedgerPort | None,
     sink: MemberSink | None,
+    progress: Progress | None,
 ) -> CheckedBundle:
     # Hashing and decompressing a large bundle is CPU and disk work: off the
     # loop, so an agent's heartbeats and other agents keep running meanwhile.
     verified = await asyncio.to_thread(
-        verify_bundle, bundle, envelope, trusted, limits, expected_commit=commit, sink=sink
+        _verify_file, bundle, envelope, trusted, limits, commit=commit, sink=sink, progress=progress
     )
     if ledger is None:
         return CheckedBundle(verified, None)
