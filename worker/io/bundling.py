@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 import uuid
+from collections.abc import Awaitable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -178,24 +179,46 @@ async def bundle_and_upload(
         envelope = sign_statement(statement, signing_key)
 
         with tracer.start_as_current_span("bundle.upload", context=parent):
-            for name, data in evidence.items():
-                await rt.bucket.put(ev_prefix + name, data, if_none_match=True)
-            try:
-                await rt.bucket.upload_file(artifact_key, built.path)
-            except AlreadyExistsError:
-                await _check_existing_bundle(rt, artifact_key, built.sha256, work)
+            # What this run stored itself under If-None-Match: the store holds exactly these bytes.
+            written = {ev_prefix + name: data for name, data in evidence.items()}
+
+            async def _artifact() -> None:
+                try:
+                    await rt.bucket.upload_file(artifact_key, built.path)
+                except AlreadyExistsError:
+                    await _check_existing_bundle(rt, artifact_key, built.sha256, work)
+
+            # The evidence and the bundle do not depend on each other: they go up together
+            # (one round trip on the way to the ledger row, not four); the attestation,
+            # which names them all, only once they are all stored.
+            await _together(*(rt.bucket.put(key, data, if_none_match=True) for key, data in written.items()),
+                            _artifact())
             # A crash here leaves a bundle without its attestation: the redelivered event finishes it.
             fault_point("bundle.after_artifact")
             att_key = f"{ATTESTATIONS_PREFIX}{commit}.intoto.json"
             try:
                 await rt.bucket.put(att_key, envelope, if_none_match=True)
+                written[att_key] = envelope
             except AlreadyExistsError:
                 log.info("bundle.attestation_exists", key=att_key)
         await publish_lineage(rt, lineage, run_id)
-        return await published_from_registry(rt, event, keys_of(signing_key), built)
+        return await published_from_registry(rt, event, keys_of(signing_key), built, written)
     finally:
         structlog.contextvars.unbind_contextvars("commit_id", "repository_id", "run_id", "trace_id")
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def _together(*jobs: Awaitable[object]) -> None:
+    """Run ``jobs`` concurrently; the first failure cancels the rest and is raised as it is
+    (a ``TransientError`` stays one, for the caller's retry)."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _check_existing_bundle(rt: Runtime, key: str, digest: str, work: Path) -> None:
@@ -209,26 +232,38 @@ async def _check_existing_bundle(rt: Runtime, key: str, digest: str, work: Path)
 
 
 async def published_from_registry(
-    rt: Runtime, event: CommitEvent, trusted: TrustedKeys, built: BuiltBundle
+    rt: Runtime, event: CommitEvent, trusted: TrustedKeys, built: BuiltBundle,
+    written: Mapping[str, bytes] | None = None,
 ) -> PublishedBundle:
-    """Read the stored attestation and evidence back, verify them, and describe the bundle.
+    """Take the stored attestation and evidence, verify them, and describe the bundle.
 
     One code path for first runs and for retries after a crash: whatever is in
-    the registry is what the ledger records. The content summary comes from
-    this run's build, which has the stored bundle's digest (checked), so it
-    describes the stored bytes.
+    the registry is what the ledger records. ``written`` holds the objects this
+    run stored itself with ``If-None-Match``: the condition held, so the store
+    has exactly those bytes under those (immutable) keys, and reading them back
+    would only add round trips to every commit's way into the ledger; everything
+    else (an attestation an earlier run stored, and its evidence) is read. Either
+    way the same checks apply. The content summary comes from this run's build,
+    which has the stored bundle's digest (checked), so it describes the stored
+    bytes.
     """
     commit = event.commit_id
     att_key = f"{ATTESTATIONS_PREFIX}{commit}.intoto.json"
-    envelope, _ = await rt.bucket.get(att_key, 1 << 20)
+    known = written or {}
+
+    async def stored(key: str, max_bytes: int) -> bytes:
+        return known[key] if key in known else (await rt.bucket.get(key, max_bytes))[0]
+
+    envelope = await stored(att_key, 1 << 20)
     verified = verify_envelope(envelope, trusted)
     if verified.lakefs_commit != commit:
         raise IntegrityError(f"attestation {att_key} is for commit {verified.lakefs_commit}")
     run_details = verified.statement["predicate"]["runDetails"]
     run_id = str(run_details["metadata"]["invocationId"])
     evidence: dict[str, bytes] = {}
-    for bp in run_details.get("byproducts", []):
-        data, _ = await rt.bucket.get(bp["name"], 16 << 20)
+    byproducts = run_details.get("byproducts", [])
+    found = await asyncio.gather(*(stored(bp["name"], 16 << 20) for bp in byproducts))
+    for bp, data in zip(byproducts, found, strict=True):
         if sha256_hex(data) != bp["digest"]["sha256"]:
             raise IntegrityError(f"evidence {bp['name']} does not match the attestation")
         evidence[bp["name"].rsplit("/", 1)[-1]] = data

@@ -79,21 +79,31 @@ async def _bundle_event(rt: Runtime, event: CommitEvent, value: bytes, source: S
         # the writer would answer a duplicate anyway, so skip the rebuild.
         log.info("bundle.skipped_recorded", commit_id=event.commit_id)
         return False
-    await _best_effort("bundle.seen_marker_failed", event, markers.mark_seen(rt.bucket, event))
-    parent = context_from_headers(list(source.headers))
     key = signing_key(rt)
+    # The seen marker is written while the commit is staged, not before it (one round trip
+    # less on the way to the row), and is done before the outcome, candidate or failure.
+    seen = asyncio.ensure_future(
+        _best_effort("bundle.seen_marker_failed", event, markers.mark_seen(rt.bucket, event))
+    )
+    parent = context_from_headers(list(source.headers))
     try:
         published = await retry_transient(
             lambda: bundle_and_upload(rt, event, key, parent), log, "bundle.retry",
             retries=rt.settings.bundle_retries, commit_id=event.commit_id,
         )
     except TransientError as e:
+        await seen
         await _give_up(rt, event, value, source, Refusal(Reason.RETRIES_EXHAUSTED, f"retries exhausted: {e}"))
         return False
     except Error as e:
+        await seen
         log.error("bundle.rejected", error=e.diagnostics(), commit_id=event.commit_id)
         await _give_up(rt, event, value, source, Refusal(Reason.FAILED, e.diagnostics()))
         return False
+    except BaseException:
+        seen.cancel()
+        raise
+    await seen
     candidate = candidate_of(published, rt.settings.producer_name).to_bytes()
     # Bookkeeping that must survive cancellation: the bundle is stored, so its
     # candidate must reach the writer even if the worker is being stopped.

@@ -167,6 +167,9 @@ class LedgerStore:
         self.key_name = key_name
         self.tip = tip
         self.etag = etag
+        # One reader for the writer's row lookups: it checks the bucket's layout once, not
+        # on every batch (LedgerStore.open has migrated a single-file ledger already).
+        self.rows = LedgerReader(bucket)
 
     @classmethod
     async def open(
@@ -392,19 +395,26 @@ async def verify_candidate(rt: Runtime, c: IndexCandidate, trusted: TrustedKeys)
     attestation_key, bundle_key = rt.bucket.key_of(c.attestation_uri), rt.bucket.key_of(c.body.artifact_uri)
     if attestation_key is None or bundle_key is None:
         raise VerificationError("candidate points outside the registry bucket")
-    envelope, _ = await rt.bucket.get(attestation_key, 1 << 20)
-    v = verify_envelope(envelope, trusted)
+    # Both reads at once (one round trip on the way to the row); their errors in this order.
+    fetched, found = await asyncio.gather(
+        rt.bucket.get(attestation_key, 1 << 20), rt.bucket.head(bundle_key), return_exceptions=True
+    )
+    if isinstance(fetched, BaseException):
+        raise fetched
+    v = verify_envelope(fetched[0], trusted)
     if v.subject_sha256 != c.bundle_sha256 or v.lakefs_commit != c.body.lakefs_commit:
         raise VerificationError("attestation does not name this bundle and commit")
     if v.key_id != c.body.signatures.key_id:
         raise VerificationError("candidate names another signing key than the attestation")
-    if await rt.bucket.head(bundle_key) is None:
+    if isinstance(found, BaseException):
+        raise found
+    if found is None:
         raise VerificationError("bundle object missing")
 
 
-async def _recorded_rows(bucket: Bucket, commits: Iterable[str]) -> dict[str, LedgerRow]:
+async def _recorded_rows(source: Bucket | LedgerReader, commits: Iterable[str]) -> dict[str, LedgerRow]:
     """The rows already recorded for ``commits``: one read per commit, concurrently."""
-    reader = LedgerReader(bucket)
+    reader = source if isinstance(source, LedgerReader) else LedgerReader(source)
     unique = set(commits)
     found = await asyncio.gather(*(reader.row_for(c) for c in unique))
     return {c: row for c, row in zip(unique, found, strict=True) if row is not None}
@@ -441,11 +451,16 @@ async def record_batch(
             except IntegrityError as e:
                 parsed.append(e)
         candidates = [c for c in parsed if isinstance(c, IndexCandidate)]
-        recorded = await _recorded_rows(store.bucket, (c.body.lakefs_commit for c in candidates))
-        checks = await asyncio.gather(*(
-            _checked(rt, p, trusted) if isinstance(p, IndexCandidate) and p.body.lakefs_commit not in recorded
-            else _no_check() for p in parsed
-        ))
+        # The lookup and the checks at once, not one after the other (two round trips on
+        # every commit's way into the ledger); a commit that turns out to be recorded
+        # already is not judged by its check, as before (only a redelivery pays for it).
+        recorded, checked = await asyncio.gather(
+            _recorded_rows(store.rows, (c.body.lakefs_commit for c in candidates)),
+            asyncio.gather(*(_checked(rt, p, trusted) if isinstance(p, IndexCandidate) else _no_check()
+                             for p in parsed)),
+        )
+        checks = [None if isinstance(p, IndexCandidate) and p.body.lakefs_commit in recorded else err
+                  for p, err in zip(parsed, checked, strict=True)]
         appender = Appender(store.tip, recorded)
         outcomes = [_apply(appender, p, value, err, now) for p, value, err in zip(parsed, values, checks, strict=True)]
         if appender.rows:

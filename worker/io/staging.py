@@ -8,6 +8,7 @@ with bundle size; the packaging step then reads the files once more.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,15 +77,24 @@ async def stage_commit(rt: Runtime, event: CommitEvent, staging: Path, progress:
     repo, commit_id = event.repository_id, event.commit_id
     rules = rt.settings.snapshot_rules
 
-    with tracer.start_as_current_span("bundle.freeze"):
-        commit = await rt.lakefs.get_commit(repo, commit_id)
-        if commit.id != commit_id:
-            raise IntegrityError(f"lakeFS resolved {commit_id} to {commit.id}")
-        await rt.lakefs.ensure_tag(repo, protect_tag(commit_id), commit_id)
-    staged = Staged(commit=commit)
+    async def _list() -> list[ObjectInfo]:
+        with tracer.start_as_current_span("bundle.list"):
+            return await rt.lakefs.list_objects(repo, commit_id)
 
-    with tracer.start_as_current_span("bundle.list"):
-        listing = await rt.lakefs.list_objects(repo, commit_id)
+    with tracer.start_as_current_span("bundle.freeze"):
+        # The commit and its listing at once: both only read, and the listing is used only
+        # once the commit is the one named; the protecting tag still comes before any
+        # object is downloaded. Errors in this order: the commit's, then the listing's.
+        found, listed = await asyncio.gather(rt.lakefs.get_commit(repo, commit_id), _list(), return_exceptions=True)
+        if isinstance(found, BaseException):
+            raise found
+        if found.id != commit_id:
+            raise IntegrityError(f"lakeFS resolved {commit_id} to {found.id}")
+        if isinstance(listed, BaseException):
+            raise listed
+        await rt.lakefs.ensure_tag(repo, protect_tag(commit_id), commit_id)
+    commit, listing = found, listed
+    staged = Staged(commit=commit)
     objects = {o.path: (o.size, o.checksum) for o in listing}
 
     share = None if progress is None else _Share(progress)
