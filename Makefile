@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK := deploy/local/stack
 
-.PHONY: venv constraints wheel stack-up stack-down demo test test-unit test-faults lint typecheck check clean bench
+.PHONY: venv native constraints wheel stack-up stack-down demo test test-unit test-faults lint typecheck check clean bench cli-docs
 
 # pyproject.toml names compatible ranges; constraints.txt the exact versions the tests run against.
 $(BIN)/kfm: pyproject.toml constraints.txt
@@ -14,7 +14,12 @@ $(BIN)/kfm: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-venv: $(BIN)/kfm
+venv: $(BIN)/kfm native
+
+## The optional native ledger scan (native/kfm_scan, Rust): built once and cached in .cache/;
+## without Rust the registry runs on the pure Python path (docs/ledger.md#the-native-accelerator).
+native: $(BIN)/kfm
+	deploy/local/build-native.sh $(BIN)/python
 
 ## After changing a dependency in pyproject.toml: install it, then record the exact versions.
 constraints:
@@ -80,6 +85,10 @@ bench: stack-up
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit
+
+# The --help blocks of docs/cli.md, from the parser (tests/unit/test_cli_docs.py checks them).
+cli-docs: venv
+	$(BIN)/python docs/cli_help.py
 
 lint: venv
 	$(BIN)/ruff check worker hooks

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from worker.canonical import canonical_pair, sha256_hex
 from worker.errors import VerificationError
+from worker.ledger import _native
 from worker.ledger.row import (
     GENESIS_PREV,
     LedgerRow,
@@ -180,6 +181,15 @@ class LineChecker:
         self.prev = hashlib.sha256(line).hexdigest()
         self.seq += 1
 
+    def _take(self, count: int, first_prev: str | None, last_hash: str | None, prefixes: bytes) -> None:
+        """Record ``count`` lines the native scan checked and linked after the rows fed so far."""
+        if self.prev is None:
+            self.first_prev = first_prev
+        self._prefixes.frombytes(prefixes)
+        self._seqs.extend(range(self.seq, self.seq + count))
+        self.seq += count
+        self.prev = last_hash
+
     def absorb(self, part: BundleCheck) -> None:
         """Link a bundle checked elsewhere (another process) after the rows fed so far.
 
@@ -240,23 +250,56 @@ def check_bundle(data: bytes, first_seq: int, skip: int = 0) -> BundleCheck:
     Raises:
         VerificationError: naming the first bad row.
     """
-    lines = data.split(b"\n")
-    if lines[-1]:
+    if data and not data.endswith(b"\n"):
         raise VerificationError(f"entry bundle at seq {first_seq}: no final newline (truncated write?)")
     checker = LineChecker(seq=first_seq + skip, prev=None)
-    hashes: list[bytes] = []
-    for line in lines[skip:-1]:
-        checker.feed(line)
-        leaf = hashlib.sha256(b"\x00")
-        leaf.update(line)
-        hashes.append(leaf.digest())
-    leaves = b"".join(hashes)
+    native = _native.NATIVE
+    if native is None:
+        hashes: list[bytes] = []
+        for line in data.split(b"\n")[skip:-1]:
+            checker.feed(line)
+            hashes.append(_leaf_hash(line))
+        leaves = b"".join(hashes)
+    else:
+        leaves = _check_native(native, checker, data, skip)
+    count = checker.seq - first_seq - skip
     return BundleCheck(
         first_seq=first_seq + skip,
-        count=checker.seq - first_seq - skip,
+        count=count,
         first_prev=checker.first_prev,
         last_hash=checker.prev,
         leaf_hashes=leaves,
         prefixes=checker._prefixes,
-        tile_root=perfect_root(hashes) if len(hashes) == TILE_WIDTH else None,
+        tile_root=perfect_root([leaves[i : i + 32] for i in range(0, len(leaves), 32)])
+        if count == TILE_WIDTH
+        else None,
     )
+
+
+def _leaf_hash(line: bytes) -> bytes:
+    leaf = hashlib.sha256(b"\x00")
+    leaf.update(line)
+    return leaf.digest()
+
+
+def _check_native(native: _native.NativeScan, checker: LineChecker, data: bytes, skip: int) -> bytes:
+    """The lines of ``data`` after ``skip``, checked natively while it decides them; the
+    others one at a time with :meth:`LineChecker.feed` (the model decides them, or names
+    what is wrong). Returns the leaf hashes."""
+    pos = 0
+    for _ in range(skip):
+        pos = data.find(b"\n", pos) + 1 or len(data)
+    parts: list[bytes] = []
+    while pos < len(data):
+        end, count, first_prev, last_hash, leaves, prefixes = native.check_lines(data, pos, checker.seq, checker.prev)
+        if count:
+            checker._take(count, first_prev, last_hash, prefixes)
+            parts.append(leaves)
+        if end >= len(data):
+            break
+        newline = data.index(b"\n", end)
+        line = data[end:newline]
+        checker.feed(line)
+        parts.append(_leaf_hash(line))
+        pos = newline + 1
+    return b"".join(parts)

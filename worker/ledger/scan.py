@@ -28,9 +28,10 @@ from typing import Final, NamedTuple
 import orjson
 import rfc8785
 
+from worker.ledger import _native
 from worker.ledger.row import GENESIS_PREV, ConfigRef, EnergyCarbon, IndexCandidate, LedgerRow, ModelRef, SnapshotRef
 
-__all__ = ["FAST_MAX_LINE_BYTES", "LineKey", "Matched", "link_candidate", "match_run", "scan_line"]
+__all__ = ["FAST_MAX_LINE_BYTES", "LineKey", "Matched", "link_candidate", "match_run", "scan_line", "scan_line_python"]
 
 FAST_MAX_LINE_BYTES: Final = 64 * 1024
 """Longer lines go to the model: within this size no list can exceed the model's item limits."""
@@ -155,8 +156,19 @@ def scan_line(line: bytes) -> LineKey | None:
     """The key of ``line`` if it is certainly the canonical line of a valid row with a true ``hash``.
 
     ``None`` means "not decided here": parse the line with the row model,
-    which accepts it or says what is wrong.
+    which accepts it or says what is wrong. The native scan
+    (:mod:`worker.ledger._native`) answers when it is installed; it accepts
+    the same subset, and what it leaves undecided goes to the model too.
     """
+    native = _native.NATIVE
+    if native is not None:
+        key = native.scan_line(line)
+        return None if key is None else LineKey(*key)
+    return scan_line_python(line)
+
+
+def scan_line_python(line: bytes) -> LineKey | None:
+    """:func:`scan_line` in pure Python: the reference the native scan is held to."""
     m = _ROW.fullmatch(line) if len(line) <= FAST_MAX_LINE_BYTES else None
     if m is None or not _values_hold(m, line):
         return None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.unit.ledger.factories import make_body, make_chain
+from tests.unit.ledger.paths import PATHS, using
 from worker.errors import VerificationError
 from worker.io.ledger_audit import _BundleChecker
 from worker.ledger import merkle
@@ -17,6 +18,13 @@ from worker.ledger.row import leaf_bytes
 
 ROWS = make_chain(700)
 LINES = [leaf_bytes(r) for r in ROWS]
+
+
+@pytest.fixture(autouse=True, scope="module", params=PATHS)
+def scan_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on the pure Python scan and on the native one."""
+    with using(request.param):
+        yield request.param
 
 
 def bundles(lines: list[bytes]) -> list[tuple[int, bytes]]:

@@ -4,12 +4,14 @@ Soundness is the property that matters: whenever :func:`scan_line` answers,
 the row model (schema, canonical form, ``hash``) must agree, for generated
 rows of every shape and for rows an attacker rewrote together with their own
 ``hash``. Completeness is checked on plain rows only: everything else may go
-to the slow path.
+to the slow path. Every test runs on the pure Python scan and on the native
+one (``kfm_scan``; tests/unit/ledger/paths.py says when that leg is skipped).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
 
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tests.unit.ledger.factories import body_dict, make_candidate, make_chain
+from tests.unit.ledger.paths import PATHS, using
 from worker.errors import IntegrityError, VerificationError
 from worker.ledger.chain import LineChecker, link
 from worker.ledger.row import GENESIS_PREV, LedgerRow, RowBody, hash_matches, leaf_bytes, parse_candidate, parse_line
@@ -34,6 +37,13 @@ _URI = st.from_regex(r"[a-z][a-z0-9+.\-]{0,5}://[!-~]{1,40}", fullmatch=True)
 _PLAIN_URI = st.from_regex(r"[a-z][a-z0-9+.\-]{0,5}://[!#-\[\]-~]{1,40}", fullmatch=True)
 _NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,12}", fullmatch=True)
 _NUMBER = st.floats(min_value=0, allow_nan=False, allow_infinity=False) | st.integers(0, 10**6)
+
+
+@pytest.fixture(autouse=True, scope="module", params=PATHS)
+def scan_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on the pure Python scan and on the native one."""
+    with using(request.param):
+        yield request.param
 
 
 def _body(
