@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from worker._cli_common import add_global_options, resolve_commit, spread_global_options
+from worker._cli_common import add_global_options, check_commit_arg, resolve_commit, spread_global_options
 from worker._cli_coverage import add_coverage_commands, forget_failure, register_watched_branch
 from worker.cli_output import Exit, Output, report_error
 
@@ -329,7 +329,6 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
     """
     import tempfile
 
-    from worker._cli_common import check_commit_arg
     from worker.bundle.binding import bound_commit
     from worker.errors import IntegrityError, UsageError
     from worker.io.verifying import check_bundle
@@ -439,12 +438,15 @@ def _read_at_most(path: Path, max_bytes: int) -> bytes:
 
 
 def _trusted_keys(args: argparse.Namespace, settings: Settings) -> TrustedKeys:
-    from worker.errors import ConfigError
+    from worker.errors import ConfigError, UsageError
     from worker.keys import TrustedKeys
 
     paths = [Path(p) for p in (args.key or [])]
     if paths:
-        return TrustedKeys.from_paths(paths)
+        try:
+            return TrustedKeys.from_paths(paths)
+        except ConfigError as e:  # a file named on the command line: the command line's mistake
+            raise UsageError(f"--key: {e}") from None
     if settings.trusted_keys_dir:
         return TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
     raise ConfigError("no trusted keys: pass --key PUB or set KFM_TRUSTED_KEYS_DIR")
@@ -490,6 +492,8 @@ def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
 def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
     from worker.errors import IntegrityError
 
+    check_commit_arg(args.commit, "COMMIT")  # before connecting: a malformed id needs no registry
+
     async def go(rt: Runtime) -> int:
         commit = await resolve_commit(rt.bucket, args.commit, "COMMIT")
         row = await _reader(rt, args, settings, keys=False).row_for(commit)
@@ -512,6 +516,8 @@ def _flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
+    check_commit_arg(args.commit, "COMMIT")
+
     async def go(rt: Runtime) -> int:
         commit = await resolve_commit(rt.bucket, args.commit, "COMMIT")
         p = await _reader(rt, args, settings).prove(commit)
@@ -653,7 +659,6 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
     from datetime import UTC, datetime
 
-    from worker._cli_common import check_commit_arg
     from worker._internal.kafka import PartitionTail, Producer, follow_partition
     from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
     from worker.errors import IntegrityError
