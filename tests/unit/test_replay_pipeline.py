@@ -19,7 +19,7 @@ from worker.io.ledger_audit import _REPLAY_WINDOW, _Canonical, _feed_windows
 
 
 def _topic(values: list[bytes], fail_after: int | None = None) -> Any:
-    async def candidates(rt: object) -> AsyncIterator[bytes]:
+    async def candidates(rt: object, progress: object = None) -> AsyncIterator[bytes]:
         for i, value in enumerate(values):
             if i == fail_after:
                 raise TransientError("read kfm.index-candidates: Kafka: KafkaConnectionError")
