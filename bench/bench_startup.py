@@ -33,7 +33,7 @@ def main() -> int:
         "kfm ledger list --help": c.kfm("ledger", "list", "--help"),
         "kfm verify --offline (golden)": c.kfm("verify", "--offline", "--key", str(GOLDEN / "golden.pub"),
                                                "--attestation", str(GOLDEN / "golden.dsse.json"),
-                                               str(GOLDEN / "golden.tar.zst")),
+                                               "--bundle", str(GOLDEN / "golden.tar.zst")),
     }
     for name, cmd in cases.items():
         t.add(name, "python -c pass", c.compare(cmd, bare, args.repeat))
