@@ -50,7 +50,7 @@ def _hooks_serve(args: argparse.Namespace, settings: Settings) -> int:
     from hooks.server import run
     from worker.tracing import init_tracing
 
-    init_tracing("kfm-hooks")
+    init_tracing("kfm-hooks", settings.otel_exporter)
     run(settings)
     return 0
 
