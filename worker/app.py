@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     settings.require("kafka_bootstrap", "lakefs_endpoint", "lakefs_access_key_id", "lakefs_secret_access_key",
                      "s3_bucket")
     check_lineage_config()
+    if settings.worker_http_port:  # taken: say so now, not after Faust has started
+        metrics.check_port(settings.metrics_host, settings.worker_http_port, "KFM_WORKER_HTTP_PORT")
     asyncio.run(ensure_all_topics(settings))
     app.main()
 

@@ -20,6 +20,7 @@ port/host settings would be a second set of names beside ours.
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -52,6 +53,7 @@ __all__ = [
     "WEBHOOK_PUBLISH_SECONDS",
     "WRITER_LAG_OFFSETS",
     "WRITER_LAG_SECONDS",
+    "check_port",
     "serve",
 ]
 
@@ -148,6 +150,24 @@ async def _metrics(_: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _cannot_listen(variable: str, host: str, port: int, e: OSError) -> ConfigError:
+    why = "in use" if e.errno == errno.EADDRINUSE else (e.strerror or type(e).__name__)
+    return ConfigError(f"{variable}: cannot listen on {host}:{port}: {why}")
+
+
+def check_port(host: str, port: int, variable: str) -> None:
+    """Before a start that takes long (the worker's), whether the listener could bind at all.
+
+    Raises:
+        ConfigError: it could not, naming ``variable``.
+    """
+    try:
+        with socket.create_server((host, port), reuse_port=False) as _:
+            pass
+    except OSError as e:
+        raise _cannot_listen(variable, host, port, e) from None
+
+
 async def serve(host: str, port: int, variable: str, routes: dict[str, Handler] | None = None) -> web.AppRunner:
     """Start ``/metrics`` (and ``routes``, GET) on ``host:port`` in the running loop; the caller cleans up.
 
@@ -164,6 +184,5 @@ async def serve(host: str, port: int, variable: str, routes: dict[str, Handler] 
         await web.TCPSite(runner, host, port).start()
     except OSError as e:
         await runner.cleanup()
-        why = "in use" if e.errno == errno.EADDRINUSE else (e.strerror or type(e).__name__)
-        raise ConfigError(f"{variable}: cannot listen on {host}:{port}: {why}") from None
+        raise _cannot_listen(variable, host, port, e) from None
     return runner

@@ -353,22 +353,28 @@ def _listening(url: str) -> bool:
     return _status(url + "/healthz") != 0
 
 
-def test_the_metrics_port_in_use_stops_the_receiver_with_one_line(env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "variable"), [(("hooks", "serve"), "KFM_HOOKS_METRICS_PORT"), (("worker",), "KFM_WORKER_HTTP_PORT")]
+)
+def test_a_listener_port_in_use_stops_the_start_with_one_line(
+    env: dict[str, str], args: tuple[str, ...], variable: str
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         r = subprocess.run(
-            [*KFM, "hooks", "serve"],
-            env={**os.environ, **env, "KFM_HOOKS_PORT": str(free_port()), "KFM_HOOKS_METRICS_PORT": str(port)},
+            [*KFM, *args],
+            env={**os.environ, **env, "KFM_HOOKS_PORT": str(free_port()), variable: str(port)},
             capture_output=True,
             text=True,
             cwd=ROOT,
             timeout=60,
             check=False,
         )
+    errors = [line for line in r.stderr.splitlines() if line.startswith("kfm: error: ")]
     assert r.returncode != 0
-    assert f"KFM_HOOKS_METRICS_PORT: cannot listen on 127.0.0.1:{port}: in use" in r.stderr, r.stderr
+    assert errors == [f"kfm: error: {variable}: cannot listen on 127.0.0.1:{port}: in use"], r.stderr
     assert "Traceback" not in r.stderr
 
 
