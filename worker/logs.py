@@ -87,7 +87,12 @@ def _stdlib_formatter() -> logging.Formatter:
 
 
 def stdlib_config(level: str = "INFO") -> dict[str, Any]:
-    """The ``logging.config.dictConfig`` form of the root logger's setup (Faust's ``logging_config``)."""
+    """The ``logging.config.dictConfig`` form of the root logger's setup (Faust's ``logging_config``).
+
+    ``level`` is the libraries' level: the worker gives them ``KFM_LOG_LEVEL`` (Faust's and
+    aiokafka's lines about the consumer group are the worker's lifecycle); everything else
+    gives them WARNING at least (:func:`configure_logging`).
+    """
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -102,7 +107,12 @@ def stdlib_config(level: str = "INFO") -> dict[str, Any]:
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr, ours and the standard library's; context bound with ``structlog.contextvars``."""
+    """JSON lines on stderr, ours and the standard library's; context bound with ``structlog.contextvars``.
+
+    The libraries log warnings and errors only (or what ``level`` says, if stricter): a
+    command's stderr is for its own progress and errors, not botocore's "found credentials"
+    or aiokafka's consumer-group notices. The worker gives them more (:func:`stdlib_config`).
+    """
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -116,7 +126,8 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.config.dictConfig(stdlib_config(level))
+    libraries = max(logging.WARNING, getattr(logging, level.upper()))
+    logging.config.dictConfig(stdlib_config(logging.getLevelName(libraries)))
     logging.captureWarnings(True)  # warnings.warn() output is a log record too, not a plain line
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 import sys
 import warnings
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from worker.logs import _redact, configure_logging, get_logger
+from worker.logs import _redact, configure_logging, get_logger, stdlib_config
 
 SECRET = "hunter2-very-secret-value"
 
@@ -119,7 +120,7 @@ def test_standard_library_records_are_json_lines_too(json_logging: io.StringIO) 
     """aiokafka, Faust and mode log through the standard library: the same renderer, one JSON object a line."""
     structlog.contextvars.bind_contextvars(request_id="req-7")
     logging.getLogger("aiokafka").error('Unable connect to "127.0.0.1:1": [Errno 111] Connect call failed')
-    logging.getLogger("faust.worker").info("[^Worker]: Starting...\nsecond line of the same record")
+    logging.getLogger("faust.worker").warning("[^Worker]: Starting...\nsecond line of the same record")
     try:
         raise RuntimeError("boom")
     except RuntimeError:
@@ -129,7 +130,7 @@ def test_standard_library_records_are_json_lines_too(json_logging: io.StringIO) 
     kafka, faust, mode = lines
     assert kafka["logger"] == "aiokafka" and kafka["level"] == "error" and kafka["event"].startswith("Unable connect")
     assert kafka["request_id"] == "req-7" and "timestamp" in kafka
-    assert faust["logger"] == "faust.worker" and faust["level"] == "info" and "second line" in faust["event"]
+    assert faust["logger"] == "faust.worker" and faust["level"] == "warning" and "second line" in faust["event"]
     assert mode["level"] == "error" and "RuntimeError: boom" in mode["exception"]
 
 
@@ -143,11 +144,23 @@ def test_python_warnings_become_json_lines(json_logging: io.StringIO) -> None:
 
 
 def test_library_debug_lines_that_quote_requests_stay_off_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    """botocore's DEBUG lines quote request headers (the signature) and bodies: never logged."""
+    """botocore's DEBUG lines quote request headers (the signature) and bodies: never logged, even
+    in the worker, whose libraries log at KFM_LOG_LEVEL."""
     for out in _configured("DEBUG", monkeypatch):
+        logging.config.dictConfig(stdlib_config("DEBUG"))  # what the worker gives Faust
         logging.getLogger("botocore.endpoint").debug("Making request with headers {'Authorization': 'AWS4 x'}")
         logging.getLogger("aiohttp.access").info('127.0.0.1 "POST /lakefs/webhook HTTP/1.1" 202')
         logging.getLogger("aiokafka.conn").debug("kept: aiokafka's debug lines carry no credentials")
         get_logger("kfm.test").debug("ours too")
         assert [line["event"] for line in _lines(out)] == [
             "kept: aiokafka's debug lines carry no credentials", "ours too"]
+
+
+def test_a_commands_stderr_gets_only_the_libraries_warnings(json_logging: io.StringIO) -> None:
+    """A CLI verb's stderr is its own: botocore's "found credentials" and aiokafka's notices stay out."""
+    logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
+    logging.getLogger("aiokafka.consumer.group_coordinator").info("Joined group")
+    logging.getLogger("aiokafka").warning("Topic kfm.x is not available during auto-create initialization")
+    get_logger("kfm.test").info("ours")
+    assert [line["event"] for line in _lines(json_logging)] == [
+        "Topic kfm.x is not available during auto-create initialization", "ours"]
