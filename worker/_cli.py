@@ -470,13 +470,22 @@ def _reader(rt: Runtime, args: argparse.Namespace, settings: Settings, *, keys: 
 
 
 def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
-    """The newest rows, read from the ledger's right edge backwards (docs/ledger.md#listing)."""
+    """The newest rows, read from the ledger's right edge backwards (docs/ledger.md#listing).
+
+    Only the bucket is opened: the lakeFS SDK and the Kafka client of a full
+    runtime cost seconds of start-up that a listing never uses.
+    """
+    from worker._internal.s3 import open_bucket
+    from worker.io.ledger_reader import LedgerReader
     from worker.ledger.listing import RowFilter
 
     flt = RowFilter(repo=args.repo, branch=args.branch, since=args.since)
+    trusted = _trusted_keys(args, settings)
 
-    async def go(rt: Runtime) -> int:
-        page, cp = await _reader(rt, args, settings).page(args.limit, flt, args.before)
+    async def go() -> int:
+        async with open_bucket(settings) as bucket:
+            reader = LedgerReader(bucket, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
+            page, cp = await reader.page(args.limit, flt, args.before)
         doc = {"tree_size": cp.size, "root": cp.root.hex(), "next_before": page.next_before,
                "bundles_read": page.bundles_read, "rows": [r.model_dump(mode="json") for r in page.rows]}
         table = [(r.seq, r.lakefs_commit, r.lakefs_repo, r.lakefs_branch, r.created_at) for r in page.rows]
@@ -486,7 +495,7 @@ def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
         Output.of(args).table(doc, ("SEQ", "COMMIT", "REPOSITORY", "BRANCH", "CREATED"), table, footer)
         return 0
 
-    return _with_runtime(go, settings)
+    return _run(go())
 
 
 def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -700,7 +709,8 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
         # Follow the results before publishing: a result sent after the request is always seen.
         async with follow_partition(settings.kafka, settings.topic(TOPIC_ROLLBACK_RESULTS)) as results:
             await publish(req)
-            print(f"[published] request {req.request_id}", file=sys.stderr, flush=True)
+            if not args.quiet:  # the steps are for a person; --quiet leaves only the exit code
+                print(f"[published] request {req.request_id}", file=sys.stderr, flush=True)
             return await wait_for_result(req, results)
 
     async def publish(req: RollbackRequest) -> None:
@@ -718,7 +728,8 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
                 res = RollbackResult.model_validate_json(value)
                 if res.request_id != req.request_id:
                     continue
-                print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
+                if not args.quiet:
+                    print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
                 if res.final:
                     doc = res.model_dump(mode="json")
                     Output.of(args).result(doc, describe_dry_run(res) if res.status == "dry-run" else None)

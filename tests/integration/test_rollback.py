@@ -169,6 +169,10 @@ async def test_kfm_rollback_dry_run_prints_the_plan_and_changes_nothing(
     quick = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run",
                                     "--no-wait")
     assert json.loads(quick.stdout)["published"] is True and "[dry-run]" not in quick.stderr
+    # --quiet: it still waits for the plan, and says nothing; the exit code is the answer.
+    silent = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run", "-q",
+                                     "--timeout", "180")
+    assert (silent.stdout, silent.stderr) == ("", "")
     assert await lakefs.branch_head(repo, target) == c
 
 
