@@ -183,10 +183,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.errors import UsageError
     from worker.keys import generate_keypair
 
     Path(args.dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    pair = generate_keypair(Path(args.dir), args.name)
+    try:
+        pair = generate_keypair(Path(args.dir), args.name)
+    except FileExistsError as e:
+        raise UsageError(f"{e}; give another --name or --dir (a key is never overwritten)") from None
     Output.of(args).result(
         {"private_key": str(pair.private_key_path), "public_key": str(pair.public_key_path), "key_id": pair.key_id},
         [f"private key  {pair.private_key_path}", f"public key   {pair.public_key_path}",
@@ -331,8 +335,12 @@ def _check_bundle(args: argparse.Namespace, settings: Settings, to: Path | None)
 
     from worker.bundle.binding import bound_commit
     from worker.errors import IntegrityError, UsageError
+    from worker.ids import split_s3_uri
     from worker.io.verifying import check_bundle
 
+    for uri in (args.bundle, args.attestation):
+        if uri and uri.startswith("s3://"):
+            _split(split_s3_uri, uri)  # before anything is fetched: a malformed URI is the command line's
     trusted = _trusted_keys(args, settings)
     limits = settings.limits
     if args.commit is not None and len(check_commit_arg(args.commit, "--commit")) < 64 and args.offline:
@@ -423,12 +431,13 @@ def _local_inputs(bundle: str, attestation: str | None) -> tuple[Path, Path]:
 
 
 def _split(split: Callable[[str], tuple[str, str]], uri: str) -> tuple[str, str]:
-    from worker.errors import IntegrityError
+    """An ``s3://BUCKET/KEY`` named on the command line; a malformed one is a usage error."""
+    from worker.errors import UsageError
 
     try:
         return split(uri)
     except ValueError as e:
-        raise IntegrityError(str(e)) from e
+        raise UsageError(f"{uri!r}: {e}; expected s3://BUCKET/KEY") from None
 
 
 def _read_at_most(path: Path, max_bytes: int) -> bytes:
