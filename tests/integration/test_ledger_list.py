@@ -15,10 +15,12 @@ import json
 import os
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from tests.integration.helpers import isolated_registry, run_kfm, unique
+from tests.integration.terminal import run_in_terminal, run_piped
 from tests.unit.ledger.factories import T0, make_body
 from worker._internal.s3 import open_bucket
 from worker.config import load_settings
@@ -120,3 +122,17 @@ async def test_listing_never_reads_the_older_bundles(ledger: tuple[dict[str, str
             await b.put(entries_key(0, TILE_WIDTH), first)
     got, _ = _listed(run_kfm(env, "ledger", "list", "--repo", "rare-repo", "--before", "300").stdout)
     assert [s for s, _ in got] == [5]
+
+
+def test_export_draws_its_steps_in_a_terminal(ledger: tuple[dict[str, str], list[LedgerRow]], tmp_path: Path) -> None:
+    """`kfm ledger export` in a terminal: a bar of rows read, then one of bytes uploaded; piped, one line."""
+    env, rows = ledger
+    run = run_in_terminal(env, "ledger", "export")
+    assert run.returncode == 0, run.screen
+    lines = run.lines()
+    assert any(x.startswith("export: 100%|") and f"| {N}/{N} [" in x for x in lines), run.screen
+    assert any(x.startswith("upload: 100%|") for x in lines), run.screen
+    assert lines[-2] == f"exported {N} rows to s3://{env['KFM_S3_BUCKET']}/index/rollback-index.jsonl"
+    piped = run_piped(env, "ledger", "export", "--out", str(tmp_path / "x.jsonl"))
+    assert piped.stderr == "" and piped.stdout.splitlines() == [f"exported {N} rows to {tmp_path / 'x.jsonl'}"]
+    assert (tmp_path / "x.jsonl").read_bytes() == b"".join(row_to_line(r) for r in rows)
