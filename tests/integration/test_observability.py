@@ -2,7 +2,8 @@
 
 Both Prometheus endpoints are scraped around an end-to-end run (a commit whose webhook was
 lost and that the reconciler finds; a commit through the webhook to its row; a refused
-webhook; a rollback and a refused rollback), and each counter must have moved by exactly
+webhook; a webhook for a commit lakeFS does not have, which the bundler gives up on; a
+rollback and a refused rollback), and each counter must have moved by exactly
 what the run did, measured independently where it can be (the stored bundle's size, the
 ledger's checkpoint). The worker's probes answer without a signing key, and say not ready
 for as long as it is not. Every line the processes write is one JSON object, aiokafka's and
@@ -289,7 +290,39 @@ def test_counters_move_by_what_an_end_to_end_run_did(
     for name in ("kfm_bundle_build_seconds_sum", "kfm_ledger_append_seconds_sum", "kfm_ledger_writer_lag_seconds_sum"):
         assert 0 < worker_moved[name] < 60, name
 
-    # 3. A rollback (a branch at the lost commit) and a refused one (a commit with no row).
+    # 3. A webhook for a commit lakeFS does not have: published, then given up on by the bundler.
+    hooks_before, worker_before = hooks_after, scrape(running.worker + "/metrics")
+    body = json.dumps(
+        {
+            "event_type": "post-commit",
+            "event_time": "2026-11-26T10:00:00Z",
+            "action_name": "a",
+            "hook_id": "h",
+            "repository_id": repo,
+            "branch_id": "main",
+            "commit_id": "e" * 64,
+        }
+    ).encode()
+    token = Path(env["KFM_HOOK_TOKEN_FILE"]).read_text().strip()
+    status, _ = asyncio.run(
+        post(
+            running.hooks_url + "/lakefs/webhook", body, {HOOK_TOKEN_HEADER: token, "Content-Type": "application/json"}
+        )
+    )
+    assert status == 202
+    _wait_for(
+        "the bundler to give up",
+        lambda: 'kfm_bundles_failed_total{reason="failed"}' in scrape(running.worker + "/metrics"),
+    )
+    assert _counts(moved(hooks_before, scrape(running.hooks_metrics))) == {
+        'kfm_webhooks_total{status="202"}': 1,
+        "kfm_webhook_publish_seconds_count": 1,
+    }
+    assert _counts(moved(worker_before, scrape(running.worker + "/metrics"))) == {
+        'kfm_bundles_failed_total{reason="failed"}': 1
+    }
+
+    # 4. A rollback (a branch at the lost commit) and a refused one (a commit with no row).
     before = scrape(running.worker + "/metrics")
     done = asyncio.run(_roll_back(settings, _request(repo, lost)))
     assert done["status"] == "completed", done
