@@ -489,10 +489,10 @@ def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
     from worker.ledger.listing import RowFilter
 
     flt = RowFilter(repo=args.repo, branch=args.branch, since=args.since)
-    trusted = _trusted_keys(args, settings)
 
     async def go() -> int:
-        async with open_bucket(settings) as bucket:
+        async with open_bucket(settings) as bucket:  # first: a missing bucket setting is named first
+            trusted = _trusted_keys(args, settings)
             reader = LedgerReader(bucket, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
             page, cp = await reader.page(args.limit, flt, args.before)
         doc = {"tree_size": cp.size, "root": cp.root.hex(), "next_before": page.next_before,
