@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     worker_process,
 )
 from worker._internal.lakefs import LakeFS
+from worker.cli_output import Exit
 
 pytestmark = pytest.mark.stack
 
@@ -135,7 +136,7 @@ def test_a_refused_login_or_certificate_stops_each_process_with_one_line(
     for what, args in (("receiver", ("hooks", "serve")), ("worker", ("worker",))):
         rc, stderr, took = _refused_start({**bad, "KFM_HOOKS_PORT": str(free_port())}, *args)
         errors = [line for line in stderr.splitlines() if line.startswith("kfm: error: ")]
-        assert rc == 2, (what, rc, stderr[-2000:])
+        assert rc == Exit.UNAVAILABLE, (what, rc, stderr[-2000:])  # could not run
         assert len(errors) == 1 and expected in errors[0], (what, stderr[-2000:])
         assert "Traceback" not in stderr, (what, stderr[-2000:])
         assert took < START_BOUND_S, (what, took)
