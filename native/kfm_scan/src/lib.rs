@@ -217,7 +217,7 @@ fn created_at(s: &[u8]) -> Option<()> {
     }
     let year = two(&s[0..2]) * 100 + two(&s[2..4]);
     let (month, day) = (two(&s[5..7]), two(&s[8..10]));
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -267,7 +267,9 @@ fn scan(line: &[u8]) -> Option<Key> {
         r.lit(b"}")
     })?;
     r.lit(b",\"created_at\":")?;
-    created_at(r.string(20, 27, |c| c.is_ascii_alphanumeric() || c == b'-' || c == b':' || c == b'.')?)?;
+    created_at(r.string(20, 27, |c| {
+        c.is_ascii_alphanumeric() || c == b'-' || c == b':' || c == b'.'
+    })?)?;
     r.lit(b",\"data_snapshot\":")?;
     r.array(|r| {
         r.lit(b"{\"lakefs_ref\":")?;
@@ -295,7 +297,9 @@ fn scan(line: &[u8]) -> Option<Key> {
     r.lit(b",\"lakefs_commit\":")?;
     let commit = r.hex64()?;
     r.lit(b",\"lakefs_repo\":")?;
-    let repo = r.string(3, 63, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')?;
+    let repo = r.string(3, 63, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
+    })?;
     if repo[0] == b'-' {
         return None;
     }
@@ -313,7 +317,11 @@ fn scan(line: &[u8]) -> Option<Key> {
     })?;
     r.lit(b",\"openlineage_run_id\":")?;
     let run = r.string(36, 36, |c| is_hex(c) || c == b'-')?;
-    if !run.iter().enumerate().all(|(i, &c)| (c == b'-') == matches!(i, 8 | 13 | 18 | 23)) {
+    if !run
+        .iter()
+        .enumerate()
+        .all(|(i, &c)| (c == b'-') == matches!(i, 8 | 13 | 18 | 23))
+    {
         return None;
     }
     r.lit(b",\"otel_trace_id\":")?;
@@ -326,11 +334,17 @@ fn scan(line: &[u8]) -> Option<Key> {
     r.lit(b",\"producer\":")?;
     r.text()?;
     r.lit(b",\"seq\":")?;
-    let digits = line[r.i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let digits = line[r.i..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
     if digits == 0 || digits > 16 || (digits > 1 && line[r.i] == b'0') {
         return None;
     }
-    let seq: u64 = std::str::from_utf8(&line[r.i..r.i + digits]).ok()?.parse().ok()?;
+    let seq: u64 = std::str::from_utf8(&line[r.i..r.i + digits])
+        .ok()?
+        .parse()
+        .ok()?;
     if seq > MAX_SAFE_INT {
         return None;
     }
@@ -357,7 +371,13 @@ fn scan(line: &[u8]) -> Option<Key> {
     whole.update(&line[hash_at..]);
     let mut line_sha = [0u8; 32];
     line_sha.copy_from_slice(&whole.finalize());
-    Some(Key { seq, prev, hash, commit, line_sha })
+    Some(Key {
+        seq,
+        prev,
+        hash,
+        commit,
+        line_sha,
+    })
 }
 
 fn hex_str(h: &[u8; 64]) -> &str {
@@ -392,10 +412,19 @@ struct Run {
 }
 
 fn run(data: &[u8], start: usize, mut seq: u64, mut prev: Option<[u8; 64]>) -> Run {
-    let mut out = Run { end: start, count: 0, first_prev: None, last_hash: None, leaves: Vec::new(), prefixes: Vec::new() };
+    let mut out = Run {
+        end: start,
+        count: 0,
+        first_prev: None,
+        last_hash: None,
+        leaves: Vec::new(),
+        prefixes: Vec::new(),
+    };
     let mut pos = start;
     while pos < data.len() {
-        let Some(n) = memchr::memchr(b'\n', &data[pos..]) else { break };
+        let Some(n) = memchr::memchr(b'\n', &data[pos..]) else {
+            break;
+        };
         let line = &data[pos..pos + n];
         let Some(key) = scan(line) else { break };
         if key.seq != seq {
@@ -410,7 +439,8 @@ fn run(data: &[u8], start: usize, mut seq: u64, mut prev: Option<[u8; 64]>) -> R
         leaf.update([0u8]);
         leaf.update(line);
         out.leaves.extend_from_slice(&leaf.finalize());
-        let prefix = u64::from_str_radix(std::str::from_utf8(&key.commit[..16]).expect("hex"), 16).expect("hex");
+        let prefix = u64::from_str_radix(std::str::from_utf8(&key.commit[..16]).expect("hex"), 16)
+            .expect("hex");
         out.prefixes.extend_from_slice(&prefix.to_ne_bytes());
         let h = hex_digest(&key.line_sha);
         prev = Some(h);
@@ -447,7 +477,9 @@ fn check_lines<'py>(
         Some(p) => {
             let b = p.as_bytes();
             if b.len() != 64 {
-                return Err(pyo3::exceptions::PyValueError::new_err("prev must be 64 hex digits"));
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "prev must be 64 hex digits",
+                ));
             }
             let mut h = [0u8; 64];
             h.copy_from_slice(b);
