@@ -16,6 +16,10 @@ model, which either accepts the row or names what is wrong with it. So the
 fast path can only be slower to accept, never wrong to accept; a property test
 (tests/unit/ledger/test_scan.py) holds it to the model on generated rows and
 their mutations.
+
+``native/kfm_scan`` is the same scan in Rust, which :func:`scan_line` and
+:func:`worker.ledger.chain.check_bundle` use when it is installed
+(:mod:`worker.ledger._native`); this pattern stays the reference it is held to.
 """
 
 from __future__ import annotations
