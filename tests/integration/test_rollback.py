@@ -165,6 +165,7 @@ async def test_kfm_rollback_dry_run_prints_the_plan_and_changes_nothing(
     doc = json.loads((await asyncio.to_thread(
         run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run", "--json", "--timeout", "180")).stdout)
     assert doc["status"] == "dry-run" and doc["detail"]["head_before"] == c
+    assert doc["detail"]["models_written_back"] == []  # this commit's model is in lakeFS: it is in the diff
     assert {ch["path"] for ch in doc["detail"]["changes"]} >= {"configs/pipeline.yaml"}
     quick = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run",
                                     "--no-wait")

@@ -245,7 +245,11 @@ async def _run(rt: RollbackRuntime, ledger: LedgerPort, trusted: TrustedKeys, re
         except IntegrityError as e:  # e.g. the target branch does not exist: nothing was changed
             return Rejected(str(e))
         if req.dry_run:
-            return DryRun(plan, trace_id)
+            try:
+                targets = member_targets(verified.digests, rt.bucket.name, rt.settings.snapshot_rules)
+            except IntegrityError as e:  # a real run would fail on it before writing any model
+                return Rejected(str(e))
+            return DryRun(plan.with_models(targets, rt.bucket.name), trace_id)
         try:
             done = await _restore(rt, req, plan, verified, trace_id)  # 3, 4, 5
             await _record(rt, req, verified.row, done, started)  # 6

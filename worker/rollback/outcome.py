@@ -142,14 +142,18 @@ def describe_dry_run(result: RollbackResult) -> list[str]:
     ]
     if not total:
         lines.append("  files            none differ: the branch's tree already equals the commit's")
-        return lines
-    lines.append(f"  files            {total} would change (lakeFS diff from the branch head to the commit):")
-    width = max(len(w) for w in _WOULD.values())
-    for c in changes:
-        kind = str(c.get("type", "?"))
-        lines.append(f"    {_WOULD.get(kind, kind):<{width}}  {c.get('path', '?')}")
-    if total > len(changes):
-        lines.append(f"    ... and {total - len(changes)} more (the plan lists the first {len(changes)})")
+    else:
+        lines.append(f"  files            {total} would change (lakeFS diff from the branch head to the commit):")
+        width = max(len(w) for w in _WOULD.values())
+        for c in changes:
+            kind = str(c.get("type", "?"))
+            lines.append(f"    {_WOULD.get(kind, kind):<{width}}  {c.get('path', '?')}")
+        if total > len(changes):
+            lines.append(f"    ... and {total - len(changes)} more (the plan lists the first {len(changes)})")
+    models = [str(m) for m in d.get("models_written_back", [])]
+    if models:
+        lines.append(f"  models           {len(models)} in the registry bucket would be written back:")
+        lines.extend(f"    write   {m}" for m in models)
     return lines
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from worker.canonical import canonical_bytes
@@ -147,6 +147,9 @@ class Plan:
     ref_movement: str
     changes: tuple[Change, ...]
     changed_files: int
+    models_written_back: tuple[str, ...] = ()
+    """``s3://`` URIs of the models kept in the registry bucket that the restore overwrites
+    (:func:`with_models`); outside lakeFS, so no diff shows them."""
 
     def detail(self) -> dict[str, Any]:
         return {
@@ -154,7 +157,13 @@ class Plan:
             "ref_movement": self.ref_movement,
             "changes": [{"type": c.type, "path": c.path} for c in self.changes],
             "changed_files": self.changed_files,
+            "models_written_back": list(self.models_written_back),
         }
+
+    def with_models(self, targets: Sequence[Target], bucket: str) -> Plan:
+        """The plan naming the registry-bucket models among ``targets`` (:func:`member_targets`)."""
+        uris = tuple(f"s3://{bucket}/{t.key}" for t in targets if isinstance(t, S3Target))
+        return replace(self, models_written_back=uris)
 
 
 def make_plan(req: RollbackRequest, head: str | None, diff: Sequence[tuple[str, str]]) -> Plan:

@@ -55,7 +55,8 @@ FINALS: list[tuple[Outcome, str, str, dict[str, Any]]] = [
     (Failed("restored prod lacks x"), "failed", "restored prod lacks x", {}),
     (DryRun(PLAN, "ab" * 16), "dry-run", "", {
         "head_before": HEAD, "ref_movement": "new commit on prod whose tree equals a1b2c3d4e5f6",
-        "changes": [{"type": "changed", "path": "configs/p.yaml"}], "changed_files": 1, "trace_id": "ab" * 16}),
+        "changes": [{"type": "changed", "path": "configs/p.yaml"}], "changed_files": 1, "models_written_back": [],
+        "trace_id": "ab" * 16}),
     (DONE, "completed", "", {
         "restored_ref": "prod", "head_before": HEAD, "head_after": AFTER,
         "changes": [{"type": "added", "path": "configs/f.json"}, {"type": "removed", "path": "data/t.tif"}],
@@ -170,3 +171,9 @@ def test_a_dry_run_is_described_file_by_file() -> None:
     ]
     same = describe_dry_run(final_answer(request(), DryRun(Plan(HEAD, "x", (), 0), "")))
     assert same[-1] == "  files            none differ: the branch's tree already equals the commit's"
+    models = Plan(HEAD, "x", (Change("changed", "c.yaml"),), 1, models_written_back=("s3://reg/models/m.bin",))
+    assert describe_dry_run(final_answer(request(), DryRun(models, "")))[-3:] == [
+        "    change  c.yaml",
+        "  models           1 in the registry bucket would be written back:",
+        "    write   s3://reg/models/m.bin",
+    ]

@@ -103,6 +103,7 @@ def test_plan_golden(strategy: str, movement: str) -> None:
             {"type": "removed", "path": "data/tile-2.tif"},
         ],
         "changed_files": 3,
+        "models_written_back": [],
     }
 
 

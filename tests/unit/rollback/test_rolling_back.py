@@ -170,6 +170,8 @@ async def test_dry_run_plans_and_changes_nothing(world: World) -> None:
                     {"type": "changed", "path": "configs/pipeline.yaml"},
                     {"type": "removed", "path": "data/tile-2.tif"}],
         "changed_files": 3,
+        # Outside lakeFS, so in no diff: the model the restore would write back in the registry bucket.
+        "models_written_back": [f"s3://{BUCKET}/{MODEL_KEY}"],
     }
     assert world.lakefs.mutations == []
     assert world.rt.bucket.objects[MODEL_KEY] == MODEL_C
@@ -306,6 +308,10 @@ async def test_a_model_from_an_unreachable_bucket_fails_the_rollback(world: Worl
     row = world.ledger.rows[world.a]
     world.ledger.rows[world.a] = row.model_copy(
         update={"checksums": row.checksums.model_copy(update={"artifact_sha256": sha256(bundle)})})
+    # A dry run says so before anything would be done: it answers what the real run would meet.
+    dry = await world.roll_back(world.request("branch", dry_run=True, request_id="req-dry-0001"))
+    assert dry.status == "rejected"
+    assert dry.reason == "cannot restore s3/elsewhere/m.bin: bucket elsewhere is not reachable"
     result = await world.roll_back(world.request("branch"))
     assert result.status == "failed"
     assert result.reason == "cannot restore s3/elsewhere/m.bin: bucket elsewhere is not reachable"
