@@ -121,9 +121,9 @@ async def main() -> int:
         kfm("ledger", "list")
 
         say("3. verify A's bundle offline, verify the ledger, prove A's row")
-        kfm("verify", f"s3://{settings.s3_bucket}/artifacts/{a}.tar.zst")
+        kfm("verify", "--bundle", f"s3://{settings.s3_bucket}/artifacts/{a}.tar.zst")
         kfm("ledger", "verify")
-        proof = json.loads(kfm("ledger", "prove", a))
+        proof = json.loads(kfm("ledger", "prove", "--json", a))
         print(f"  (inclusion of seq {proof['seq']} in a tree of {proof['tree_size']} checked against a signed checkpoint)")
 
         say("4. roll main back to A: dry run, then revert, following the request")
