@@ -178,8 +178,8 @@ async def new_repo(reg: Registry, name: str) -> tuple[str, str]:
         await lakefs.create_repository(repo, f"local://{repo}")
     finally:
         lakefs.close()
-    out = run_kfm(reg.env, "hooks", "install", "--repo", repo, "--branch", "main", "--url", reg.hook_url)
-    install = str(json.loads(out.stdout.splitlines()[0])["commit"])
+    out = run_kfm(reg.env, "hooks", "install", "--repo", repo, "--branch", "main", "--url", reg.hook_url, "--json")
+    install = str(json.loads(out.stdout)["commit"])
     deadline = time.monotonic() + 120  # recorded before the test counts rows
     while await missing_rows(reg.settings, [install]):
         assert time.monotonic() < deadline, f"install commit {install} not recorded"

@@ -73,7 +73,7 @@ async def _commit(lakefs: LakeFS, repo: str, branch: str, n: int | str) -> str:
 
 
 def _install(env: dict[str, str], repo: str, url: str) -> str:
-    out = json.loads(run_kfm(env, "hooks", "install", "--repo", repo, "--branch", "main", "--url", url).stdout)
+    out = json.loads(run_kfm(env, "hooks", "install", "--repo", repo, "--branch", "main", "--url", url, "--json").stdout)
     assert out["watched"] is True
     return str(out["commit"])
 
