@@ -16,7 +16,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from worker._cli_common import add_global_options, check_commit_arg, resolve_commit, spread_global_options
+from worker._cli_common import (
+    add_global_options,
+    check_commit_arg,
+    leaf_parsers,
+    resolve_commit,
+    spread_global_options,
+)
 from worker._cli_coverage import add_coverage_commands, forget_failure, register_watched_branch
 from worker.cli_output import Exit, Output, report_error
 
@@ -1060,10 +1066,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; its exit code is one of :class:`worker.cli_output.Exit` (docs/cli.md#exit-codes)."""
     parser = _build_parser()
     args = parser.parse_args(argv)  # a usage error exits 2 here, with argparse's one line
+    verb = dict(leaf_parsers(parser)).get(args.verb, parser)  # `kfm VERB: error: ...` with the verb's usage
     if problem := _lakefs_uri(args) or _bundle_argument(args):
-        parser.error(problem)
+        verb.error(problem)
     if args.json and args.quiet:
-        parser.error("--json and --quiet: choose one")
+        verb.error("--json and --quiet: choose one")
     try:
         from worker.config import load_settings
         from worker.logs import configure_logging

@@ -106,7 +106,8 @@ def spread_global_options(parser: argparse.ArgumentParser) -> None:
     parser's defaults over the values already parsed, so a default there
     would undo ``kfm --json ledger list``.
     """
-    for _, leaf in leaf_parsers(parser):
+    for words, leaf in leaf_parsers(parser):
+        leaf.set_defaults(verb=words)  # which parser reports a usage error found after parsing
         group = leaf.add_argument_group("global options (also accepted before the verb)")
         for flags, kwargs in _GLOBAL:
             if not any(f in leaf._option_string_actions for f in flags):

@@ -323,9 +323,10 @@ def test_verify_without_an_attestation_beside_the_bundle_says_to_give_one(
         (["ledger", "list"], 4, "kfm: error: KFM_S3_BUCKET must be set"),
         (["coverage", "--repo", "lakefs://data/main", "--since", "yesterday"], 2,
          "kfm: error: --since='yesterday': expected an RFC 3339 date (2026-01-31) or date-time (2026-01-31T12:00:00Z)"),
-        (["coverage", "--repo", "data"], 2, "kfm: error: --branch is required (or give --repo as lakefs://REPO/BRANCH)"),
+        (["coverage", "--repo", "data"], 2,
+         "kfm coverage: error: --branch is required (or give --repo as lakefs://REPO/BRANCH)"),
         (["ledger", "show", "abc"], 2, "kfm: error: COMMIT 'abc': not a commit id"),
-        (["ledger", "list", "--json", "--quiet"], 2, "kfm: error: --json and --quiet: choose one"),
+        (["ledger", "list", "--json", "--quiet"], 2, "kfm ledger list: error: --json and --quiet: choose one"),
         (["nope"], 2, "kfm: error: argument COMMAND: invalid choice: 'nope'"),
     ],
 )

@@ -68,4 +68,4 @@ def test_main_reports_it_as_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["checkpoint", "--repo", "data"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "kfm: error: --ref is required (or give --repo as lakefs://REPO/REF)")
+        "kfm checkpoint: error: --ref is required (or give --repo as lakefs://REPO/REF)")
