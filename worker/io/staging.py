@@ -23,15 +23,9 @@ from worker.events import CommitEvent
 from worker.ids import split_s3_uri
 from worker.io.runtime import Runtime
 from worker.progress import Progress
-from worker.snapshot import (
-    SnapshotRules,
-    bundle_path,
-    is_config,
-    is_stac,
-    parse_model_manifest,
-    rewrite_stac,
-    s3_bundle_path,
-)
+from worker.snapshot.models import parse_model_manifest
+from worker.snapshot.select import SnapshotRules, bundle_path, is_config, is_stac, s3_bundle_path
+from worker.snapshot.stac import rewrite_stac
 
 __all__ = ["Staged", "protect_tag", "stage_commit"]
 
