@@ -80,6 +80,7 @@ bench: stack-up
 	$(BIN)/python bench/bench_verify.py --mib $(BENCH_MIB)
 	$(BIN)/python bench/bench_restore.py --mib $(BENCH_MIB)
 	$(BIN)/python bench/bench_build.py --mib $(BENCH_MIB)
+	$(BIN)/python bench/bench_rollback_restore.py --mib $(BENCH_MIB)
 	$(BIN)/python bench/bench_commit_latency.py --out bench/results/commit-latency.json
 	$(BIN)/python bench/bench_ledger.py --sizes 10000 100000 --out bench/results/ledger.json
 

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import machine  # noqa: E402
 from _stack import stack_env  # noqa: E402
 
 from hooks.install import install_action  # noqa: E402
@@ -85,7 +86,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings: Settings = load_settings({**os.environ, **env})
     lakefs = LakeFS(settings)
     repo = unique("latency")
-    out: dict[str, Any] = {"n": args.n}
+    out: dict[str, Any] = {"n": args.n, "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
     try:
         await lakefs.create_repository(repo, f"local://{repo}")
         await lakefs.upload(repo, "main", "configs/pipeline.yaml", b"threshold: 0\n")
@@ -127,7 +128,7 @@ def main() -> None:
     print(f"| figure ({args.n} commits per phase) | value |\n|---|---:|")
     for key, value in res.items():
         print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    Path(args.out).write_text(json.dumps({**res, "machine": machine()}, indent=2))
 
 
 if __name__ == "__main__":
