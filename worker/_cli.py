@@ -719,7 +719,9 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
         wait = args.wait if args.wait is not None else args.dry_run
         if not wait:
             await publish(req)
-            print(json.dumps({"request_id": req.request_id, "published": True}), flush=True)
+            Output.of(args).result({"request_id": req.request_id, "published": True},
+                                   f"published rollback request {req.request_id}; "
+                                   "`kfm rollback ... --wait` follows a request to its result")
             return 0
         # Follow the results before publishing: a result sent after the request is always seen.
         async with follow_partition(settings.kafka, settings.topic(TOPIC_ROLLBACK_RESULTS)) as results:
@@ -749,8 +751,9 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
                     doc = res.model_dump(mode="json")
                     Output.of(args).result(doc, describe_dry_run(res) if res.status == "dry-run" else None)
                     return 0 if res.status in ("completed", "dry-run") else 1
-        print("kfm: error: no final result before --timeout", file=sys.stderr)
-        return 3
+        print(f"kfm: error: no final result for request {req.request_id} within --timeout {args.timeout:g} s; "
+              "the request may still be running: its result will be on the results topic", file=sys.stderr)
+        return Exit.TIMEOUT
 
     return _run(go())
 

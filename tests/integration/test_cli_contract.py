@@ -225,7 +225,7 @@ def test_waiting_past_the_timeout_exits_3(stack_env: dict[str, str], recorded: d
     r = run_kfm(idle, "rollback", "--commit", recorded["A"], "--repo", recorded["repo"], "--branch", "main",
                 "--wait", "--timeout", "3", check=False)
     assert r.returncode == 3, r
-    assert r.stderr.strip().splitlines()[-1].startswith("kfm: error: no final result before --timeout")
+    assert r.stderr.strip().splitlines()[-1].startswith("kfm: error: no final result for request ")
 
 
 def test_restore_into_a_symlink_is_refused(env: dict[str, str], recorded: dict[str, str], tmp_path: Path) -> None:

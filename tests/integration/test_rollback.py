@@ -168,7 +168,7 @@ async def test_kfm_rollback_dry_run_prints_the_plan_and_changes_nothing(
     assert doc["detail"]["models_written_back"] == []  # this commit's model is in lakeFS: it is in the diff
     assert {ch["path"] for ch in doc["detail"]["changes"]} >= {"configs/pipeline.yaml"}
     quick = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run",
-                                    "--no-wait")
+                                    "--no-wait", "--json")
     assert json.loads(quick.stdout)["published"] is True and "[dry-run]" not in quick.stderr
     # --quiet: it still waits for the plan, and says nothing; the exit code is the answer.
     silent = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run", "-q",
