@@ -121,9 +121,10 @@ _BATCH_STOP_GRACE_S = 60.0
 # bursts batch by themselves; the window only bounds how long a single candidate on
 # an idle stream waits (it was 1 s: the floor of every commit's time to its row). Faust's
 # window is a fixed tick, not a timer started by the first candidate, so a lone candidate
-# waits half of it on average: 5 ms here, for an idle worker's 100 wake-ups a second.
+# waits half of it on average: 10 ms here. Each tick wakes an idle worker (about 0.3 ms of
+# CPU here: 1.3 % of a core at 0.02 s, 2.5 % at 0.01 s, for 5 ms less).
 _WRITER_BATCH_MAX = 100
-_WRITER_BATCH_WINDOW_S = 0.01
+_WRITER_BATCH_WINDOW_S = 0.02
 
 _runtime: Runtime | None = None
 _runtime_lock = asyncio.Lock()
