@@ -154,6 +154,11 @@ class FakeLakeFS:
         # lakeFS's checksum is the block store's ETag; a content hash behaves the same here.
         return None if data is None else ObjectInfo(path=path, size=len(data), checksum=sha256(data))
 
+    async def list_objects(self, repo: str, ref: str, prefix: str = "") -> list[ObjectInfo]:
+        self._repo_ok(repo)
+        return [ObjectInfo(path=p, size=len(d), checksum=sha256(d))
+                for p, d in sorted(self.tree(ref).items()) if p.startswith(prefix)]
+
     async def download(self, repo: str, ref: str, path: str, dest: Path, max_bytes: int) -> tuple[int, str]:
         self._repo_ok(repo)
         data = self.tree(ref)[path]
