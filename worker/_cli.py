@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from worker._internal.lakefs import CommitInfo, LakeFS
+    from worker._internal.s3 import Bucket
     from worker.config import Settings
     from worker.io.ledger_reader import LedgerReader
     from worker.io.runtime import Runtime
@@ -477,11 +478,27 @@ def _with_runtime(fn: Callable[[Runtime], Coroutine[Any, Any, int]], settings: S
     return _run(go())
 
 
-def _reader(rt: Runtime, args: argparse.Namespace, settings: Settings, *, keys: bool = True) -> LedgerReader:
+def _with_bucket(fn: Callable[[Bucket], Coroutine[Any, Any, int]], settings: Settings) -> int:
+    """Run ``fn`` with the registry bucket alone.
+
+    Why not a runtime: the ledger's reads need only the bucket, and the lakeFS
+    SDK and the Kafka client a full runtime opens cost most of a second of
+    start-up that they never use.
+    """
+    from worker._internal.s3 import open_bucket
+
+    async def go() -> int:
+        async with open_bucket(settings) as bucket:
+            return await fn(bucket)
+
+    return _run(go())
+
+
+def _reader(bucket: Bucket, args: argparse.Namespace, settings: Settings, *, keys: bool = True) -> LedgerReader:
     from worker.io.ledger_reader import LedgerReader
 
     trusted = _trusted_keys(args, settings) if keys else None
-    return LedgerReader(rt.bucket, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
+    return LedgerReader(bucket, trusted, settings.checkpoint_name, settings.checkpoint_key_names)
 
 
 def _ledger_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -518,9 +535,9 @@ def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
 
     check_commit_arg(args.commit, "COMMIT")  # before connecting: a malformed id needs no registry
 
-    async def go(rt: Runtime) -> int:
-        commit = await resolve_commit(rt.bucket, args.commit, "COMMIT")
-        row = await _reader(rt, args, settings, keys=False).row_for(commit)
+    async def go(bucket: Bucket) -> int:
+        commit = await resolve_commit(bucket, args.commit, "COMMIT")
+        row = await _reader(bucket, args, settings, keys=False).row_for(commit)
         if row is None:
             raise IntegrityError(f"no ledger row for commit {commit} (`kfm ledger list` shows the rows)")
         doc = row.model_dump(mode="json")
@@ -529,7 +546,7 @@ def _ledger_show(args: argparse.Namespace, settings: Settings) -> int:
         Output.of(args).result(doc, [f"{k:<{width}}  {v}" for k, v in pairs])
         return 0
 
-    return _with_runtime(go, settings)
+    return _with_bucket(go, settings)
 
 
 def _flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -542,9 +559,9 @@ def _flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
     check_commit_arg(args.commit, "COMMIT")
 
-    async def go(rt: Runtime) -> int:
-        commit = await resolve_commit(rt.bucket, args.commit, "COMMIT")
-        p = await _reader(rt, args, settings).prove(commit)
+    async def go(bucket: Bucket) -> int:
+        commit = await resolve_commit(bucket, args.commit, "COMMIT")
+        p = await _reader(bucket, args, settings).prove(commit)
         Output.of(args).result(p, [
             f"OK: row {p['seq']} of commit {commit} is included in the signed checkpoint of size {p['tree_size']}",
             f"root     {p['root']}", f"row hash {p['row_hash']}",
@@ -552,7 +569,7 @@ def _ledger_prove(args: argparse.Namespace, settings: Settings) -> int:
             "checkpoint:", *(f"  {line}".rstrip() for line in p["checkpoint"].splitlines())])
         return 0
 
-    return _with_runtime(go, settings)
+    return _with_bucket(go, settings)
 
 
 def _ledger_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -623,14 +640,14 @@ def _ledger_vkey(args: argparse.Namespace, settings: Settings) -> int:
 def _ledger_export(args: argparse.Namespace, settings: Settings) -> int:
     from worker.io.ledger_reader import export_jsonl
 
-    async def go(rt: Runtime) -> int:
-        reader = _reader(rt, args, settings)
+    async def go(bucket: Bucket) -> int:
+        reader = _reader(bucket, args, settings)
         n = await export_jsonl(reader, Path(args.out) if args.out else None, _meters(args))
-        where = args.out or rt.bucket.uri("index/rollback-index.jsonl")
+        where = args.out or bucket.uri("index/rollback-index.jsonl")
         Output.of(args).result({"rows": n, "out": where}, f"exported {n} rows to {where}")
         return 0
 
-    return _with_runtime(go, settings)
+    return _with_bucket(go, settings)
 
 
 def _audit_replay(args: argparse.Namespace, settings: Settings) -> int:
