@@ -55,7 +55,12 @@ from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
 from worker.evidence.otlp import spans_to_otlp_json
 from worker.rollback.request import RollbackRequest, request_key
 
-pytestmark = pytest.mark.stack
+pytestmark = [
+    pytest.mark.stack,
+    # The first test builds the collector: cold (no Go modules, no build cache) that took 4.5 to 12
+    # minutes on two cores, over the suite's 300 s default.
+    pytest.mark.timeout(1800),
+]
 
 BUILD = ROOT / "deploy" / "local" / "build-otelcol.sh"
 PREFIX = unique("otel") + "."
