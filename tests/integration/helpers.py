@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -13,11 +14,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker.config import Settings
+
+if TYPE_CHECKING:
+    from worker.rollback.request import RollbackRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 # The stack under test (a second stack, e.g. the Kafka 4 leg, sets KFM_STACK_DIR).
@@ -41,6 +46,42 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
         proc.wait()
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], failure: str, timeout: float = 30) -> None:
+    """Return once ``proc`` accepts connections on ``port``; raise ``failure`` if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(failure) from None
+            time.sleep(0.2)
+
+
+async def request_rollback(
+    settings: Settings, req: RollbackRequest, *, copies: int = 1, timeout: float = 180
+) -> list[dict[str, Any]]:
+    """Publish ``req`` (``copies`` times) and return its final results, as many as came within ``timeout``."""
+    from worker._internal.kafka import Producer
+    from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
+    from worker.rollback.request import request_key
+
+    results = settings.topic(TOPIC_ROLLBACK_RESULTS)
+    start = await end_offsets(settings.kafka_bootstrap, results)
+    async with Producer(settings.kafka) as p:
+        for _ in range(copies):
+            await p.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
+                         key=request_key(req.lakefs_repo, req.target_branch))
+    finals: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(finals) < copies:
+        recs = await read_since(settings.kafka_bootstrap, results, start, want=0, timeout=3)
+        finals = [r for r in (json.loads(v) for _, v, _ in recs) if r["request_id"] == req.request_id and r["final"]]
+        await asyncio.sleep(0.5)
+    return finals
+
+
 def logs_dir(env: dict[str, str]) -> Path:
     """Where processes a test starts log: beside the logs of the env's stack (its KFM_STACK_DIR)."""
     return Path(env.get("KFM_STACK_DIR") or STACK_DIR) / "logs"
@@ -55,15 +96,7 @@ def hooks_server(env: dict[str, str], **extra: str) -> Iterator[str]:
     proc = subprocess.Popen([*KFM, "hooks", "serve"], env=full, stdout=log, stderr=log, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"hooks server did not start: {logs_dir(env).as_posix()}") from None
-                time.sleep(0.2)
+        wait_for_port(port, proc, f"hooks server did not start: {logs_dir(env).as_posix()}")
         yield url
     finally:
         _stop(proc)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,10 +34,12 @@ from tests.integration.helpers import (
     isolated_registry,
     logs_dir,
     read_since,
+    request_rollback,
     unique,
+    wait_for_port,
     worker_process,
 )
-from tests.integration.test_rollback import _request, _send_and_wait, _wait_recorded
+from tests.integration.test_rollback import _request, _wait_recorded
 from tests.unit.evidence.test_lineage_client import without_client_facets
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
@@ -78,15 +79,7 @@ def backend(env: dict[str, str], *args: str) -> Iterator[str]:
         cwd=ROOT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"lineage backend did not start: {log.name}") from None
-                time.sleep(0.2)
+        wait_for_port(port, proc, f"lineage backend did not start: {log.name}")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -183,7 +176,7 @@ async def test_bundle_and_rollback_runs_reach_an_http_backend_through_openlineag
         # bundling run reported writing, so the backend joins the two runs.
         await _wait_recorded(settings, {commit})
         req = _request(repo, commit, "main", "branch")
-        [final] = await _send_and_wait(settings, req)
+        [final] = await request_rollback(settings, req)
         assert final["status"] == "completed", final
         async with open_bucket(settings) as b:
             stored_rb = json.loads((await b.get(f"rollbacks/{req.request_id}/openlineage.json", 1 << 20))[0])

@@ -33,24 +33,22 @@ from tests.integration.fixtures_repo import populate
 from tests.integration.helpers import (
     KFM,
     ROOT,
-    end_offsets,
     free_port,
     hooks_server,
     isolated_registry,
     logs_dir,
     post,
-    read_since,
+    request_rollback,
     unique,
     worker_process,
 )
-from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
 from worker.config import Settings
-from worker.constants import HOOK_TOKEN_HEADER, TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
+from worker.constants import HOOK_TOKEN_HEADER
 from worker.io.ledger_reader import LedgerReader
 from worker.keys import TrustedKeys
-from worker.rollback.request import RollbackRequest, request_key
+from worker.rollback.request import RollbackRequest
 
 pytestmark = pytest.mark.stack
 
@@ -192,20 +190,10 @@ async def _bundle_size(settings: Settings, commit: str) -> int:
 
 
 async def _roll_back(settings: Settings, req: RollbackRequest) -> dict[str, object]:
-    start = await end_offsets(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS))
-    async with Producer(settings.kafka) as p:
-        await p.send(
-            settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(), key=request_key(req.lakefs_repo, req.target_branch)
-        )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        recs = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS), start, timeout=3)
-        for _, v, _ in recs:
-            result = json.loads(v)
-            if result["request_id"] == req.request_id and result["final"]:
-                return dict(result)
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no final result for {req.request_id}")
+    finals = await request_rollback(settings, req, timeout=120)
+    if not finals:
+        raise AssertionError(f"no final result for {req.request_id}")
+    return finals[0]
 
 
 def _request(repo: str, commit: str, strategy: str = "branch") -> RollbackRequest:

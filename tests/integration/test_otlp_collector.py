@@ -37,23 +37,20 @@ from tests.integration.fixtures_repo import populate
 from tests.integration.helpers import (
     ROOT,
     _stop,
-    end_offsets,
     free_port,
     hooks_server,
     isolated_registry,
     ledger_jsonl,
     logs_dir,
-    read_since,
+    request_rollback,
     unique,
     worker_process,
 )
-from worker._internal.kafka import Producer
 from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
 from worker.config import Settings
-from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
 from worker.evidence.otlp import spans_to_otlp_json
-from worker.rollback.request import RollbackRequest, request_key
+from worker.rollback.request import RollbackRequest
 
 pytestmark = [
     pytest.mark.stack,
@@ -188,20 +185,10 @@ async def _roll_back(settings: Settings, repo: str, commit: str, wait_s: float =
         reason="trace test",
         requested_at=datetime.now(UTC),
     )
-    start = await end_offsets(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS))
-    async with Producer(settings.kafka_bootstrap) as p:
-        await p.send(
-            settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(), key=request_key(req.lakefs_repo, req.target_branch)
-        )
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        recs = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS), start, timeout=3)
-        for _, v, _ in recs:
-            result = json.loads(v)
-            if result["request_id"] == req.request_id and result["final"]:
-                return dict(result)
-        await asyncio.sleep(1)
-    raise AssertionError(f"no final rollback result within {wait_s} s")
+    finals = await request_rollback(settings, req, timeout=wait_s)
+    if not finals:
+        raise AssertionError(f"no final rollback result within {wait_s} s")
+    return finals[0]
 
 
 def _wait_spans(collector: Collector, ready: Any, timeout: float = 60) -> list[dict[str, Any]]:

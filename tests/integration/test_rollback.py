@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     isolated_registry,
     ledger_jsonl,
     read_since,
+    request_rollback,
     run_kfm,
     unique,
     worker_process,
@@ -85,23 +86,6 @@ def _request(repo: str, commit: str, branch: str, strategy: str, **kw: object) -
         strategy=strategy, requested_by="test", reason="regression in run C", requested_at=datetime.now(UTC),
         **kw,  # type: ignore[arg-type]
     )
-
-
-async def _send_and_wait(settings: Settings, req: RollbackRequest, copies: int = 1, timeout: float = 180) -> list[dict]:
-    start = await end_offsets(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS))
-    async with Producer(settings.kafka_bootstrap) as p:
-        for _ in range(copies):
-            await p.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
-                         key=request_key(req.lakefs_repo, req.target_branch))
-    finals: list[dict] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline and len(finals) < copies:
-        recs = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_ROLLBACK_RESULTS), start, want=0,
-                                timeout=3)
-        finals = [r for r in (json.loads(v) for _, v, _ in recs) if r["request_id"] == req.request_id and r["final"]]
-        await asyncio.sleep(1)
-    return finals
 
 
 @pytest.fixture(scope="module")
@@ -186,14 +170,14 @@ async def test_rollback_restores_commit_a_exactly(
     await lakefs.create_branch(repo, target, c)
     assert await _tree(lakefs, repo, target) != await _tree(lakefs, repo, a)
 
-    dry = await _send_and_wait(settings, _request(repo, a, target, strategy, dry_run=True))
+    dry = await request_rollback(settings, _request(repo, a, target, strategy, dry_run=True))
     assert dry[0]["status"] == "dry-run"
     paths = {ch["path"] for ch in dry[0]["detail"]["changes"]}
     assert {"configs/pipeline.yaml", "models/focus/3.1.0.bin", "configs/nested/features.json"} <= paths
     assert await lakefs.branch_head(repo, target) == c  # a dry run changes nothing
 
     req = _request(repo, a, target, strategy)
-    [final] = await _send_and_wait(settings, req)
+    [final] = await request_rollback(settings, req)
     assert final["status"] == "completed", final
     ref = final["detail"]["restored_ref"]
     if strategy == "branch":
@@ -229,12 +213,12 @@ async def test_same_request_twice_restores_once(settings: Settings, lakefs: Lake
     repo, a, c = history["repo"], history["A"], history["C"]
     await lakefs.create_branch(repo, "t-twice", c)
     req = _request(repo, a, "t-twice", "revert")
-    finals = await _send_and_wait(settings, req, copies=2)
+    finals = await request_rollback(settings, req, copies=2)
     assert len(finals) == 2 and finals[0] == finals[1] and finals[0]["status"] == "completed"
     head = await lakefs.branch_head(repo, "t-twice")
     assert (await lakefs.get_commit(repo, head)).parents == (c,)  # exactly one rollback commit
     # A different request for the same state leaves the same end state (no new commit).
-    [again] = await _send_and_wait(settings, _request(repo, a, "t-twice", "revert"))
+    [again] = await request_rollback(settings, _request(repo, a, "t-twice", "revert"))
     assert again["status"] == "completed" and await lakefs.branch_head(repo, "t-twice") == head
 
 
@@ -255,7 +239,7 @@ async def test_refusals_change_nothing(
         tampered[len(tampered) // 2] ^= 0xFF
         await bucket.put(bundle_key, bytes(tampered))
         try:
-            [r] = await _send_and_wait(settings, _request(repo, a, "t-refuse", "reset"))
+            [r] = await request_rollback(settings, _request(repo, a, "t-refuse", "reset"))
         finally:
             await bucket.put(bundle_key, original_bundle)
         assert r["status"] == "rejected" and "sha256" in r["reason"], r
@@ -266,30 +250,30 @@ async def test_refusals_change_nothing(
         payload = base64.b64decode(env_doc["payload"])
         await bucket.put(att_key, sign_statement(payload, load_private_key(keys.private_key_path)))
         try:
-            [r] = await _send_and_wait(settings, _request(repo, a, "t-refuse", "reset"))
+            [r] = await request_rollback(settings, _request(repo, a, "t-refuse", "reset"))
         finally:
             await bucket.put(att_key, original_att)
         assert r["status"] == "rejected" and "key" in r["reason"].lower(), r
 
     # A commit that was never bundled.
-    [r] = await _send_and_wait(settings, _request(repo, "f" * 64, "t-refuse", "reset"))
+    [r] = await request_rollback(settings, _request(repo, "f" * 64, "t-refuse", "reset"))
     assert r["status"] == "rejected" and "no ledger row" in r["reason"]
     assert await lakefs.branch_head(repo, "t-refuse") == c  # nothing changed
 
     # Someone's uncommitted work on the target branch is never committed or discarded.
     await lakefs.upload(repo, "t-refuse", "configs/wip.yaml", b"work in progress\n")
     for strategy in ("revert", "reset"):
-        [r] = await _send_and_wait(settings, _request(repo, a, "t-refuse", strategy))
+        [r] = await request_rollback(settings, _request(repo, a, "t-refuse", strategy))
         assert r["status"] == "rejected" and "uncommitted" in r["reason"], r
     assert await lakefs.read(repo, "t-refuse", "configs/wip.yaml", 1 << 10) == b"work in progress\n"
     await lakefs.delete(repo, "t-refuse", "configs/wip.yaml")
 
     # A target branch that does not exist: a final answer, not a hang.
-    [r] = await _send_and_wait(settings, _request(repo, a, "no-such-branch", "revert"))
+    [r] = await request_rollback(settings, _request(repo, a, "no-such-branch", "revert"))
     assert r["status"] == "rejected" and "does not exist" in r["reason"], r
 
     # The bundle named must be the recorded one.
-    [r] = await _send_and_wait(settings, _request(repo, a, "t-refuse", "reset",
+    [r] = await request_rollback(settings, _request(repo, a, "t-refuse", "reset",
                                                   bundle_uri=rows[b]["artifact_uri"]))
     assert r["status"] == "rejected" and "not the recorded bundle" in r["reason"]
     assert await lakefs.branch_head(repo, "t-refuse") == c
