@@ -40,7 +40,7 @@ from worker._internal.lakefs import LakeFS
 from worker._internal.s3 import open_bucket
 from worker.bundle.attest import sign_statement
 from worker.config import Settings, load_settings
-from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
+from worker.constants import TOPIC_DEAD_LETTER, TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
 from worker.keys import generate_keypair, load_private_key
 from worker.rollback.request import RollbackRequest, request_key
 
@@ -222,11 +222,17 @@ async def test_same_request_twice_restores_once(settings: Settings, lakefs: Lake
     assert again["status"] == "completed" and await lakefs.branch_head(repo, "t-twice") == head
 
 
-async def test_refusals_change_nothing(
+async def test_refusals_change_nothing_and_the_requests_faults_are_dead_lettered(
     env: dict[str, str], settings: Settings, lakefs: LakeFS, history: dict[str, str], tmp_path: Path
 ) -> None:
+    """Every refusal is a one-line `rejected` answer; a request whose bundle does not verify against
+    the ledger (tampered, untrusted, not the recorded one) is also dead-lettered; one refused for the
+    state of the world (no row, a missing or dirty branch) is not."""
     repo, a, b, c = history["repo"], history["A"], history["B"], history["C"]
     await lakefs.create_branch(repo, "t-refuse", c)
+    dead_letters = settings.topic(TOPIC_DEAD_LETTER)
+    dl_start = await end_offsets(settings.kafka_bootstrap, dead_letters)
+    refused: dict[str, str] = {}  # request id -> the dead-letter reason it must get
     rows = await _rows(settings)
     async with open_bucket(settings) as bucket:
         bundle_key = rows[a]["artifact_uri"].split("/", 3)[3]
@@ -242,7 +248,8 @@ async def test_refusals_change_nothing(
             [r] = await request_rollback(settings, _request(repo, a, "t-refuse", "reset"))
         finally:
             await bucket.put(bundle_key, original_bundle)
-        assert r["status"] == "rejected" and "sha256" in r["reason"], r
+        assert r["status"] == "rejected" and "does not match the ledger row" in r["reason"], r
+        refused[r["request_id"]] = "unverified"
 
         # The same bundle re-signed by a key the registry does not trust.
         keys = generate_keypair(tmp_path, "stranger")
@@ -254,6 +261,7 @@ async def test_refusals_change_nothing(
         finally:
             await bucket.put(att_key, original_att)
         assert r["status"] == "rejected" and "key" in r["reason"].lower(), r
+        refused[r["request_id"]] = "unknown_key"
 
     # A commit that was never bundled.
     [r] = await request_rollback(settings, _request(repo, "f" * 64, "t-refuse", "reset"))
@@ -276,7 +284,22 @@ async def test_refusals_change_nothing(
     [r] = await request_rollback(settings, _request(repo, a, "t-refuse", "reset",
                                                   bundle_uri=rows[b]["artifact_uri"]))
     assert r["status"] == "rejected" and "not the recorded bundle" in r["reason"]
+    refused[r["request_id"]] = "unverified"
+    # A commit of another repository.
+    [r] = await request_rollback(settings, _request(repo + "-other", a, "t-refuse", "reset"))
+    assert r["status"] == "rejected" and f"belongs to repository {repo}," in r["reason"], r
+    refused[r["request_id"]] = "unverified"
     assert await lakefs.branch_head(repo, "t-refuse") == c
+
+    dead = await read_since(settings.kafka_bootstrap, dead_letters, dl_start, want=len(refused), timeout=60)
+    got = {}
+    for _, value, headers in dead:
+        h = dict(headers)
+        rid = json.loads(value)["request_id"]
+        assert rid not in got, f"dead-lettered twice: {rid}"
+        got[rid] = h["kfm-dl-reason"].decode()
+        assert h["kfm-dl-agent"] == b"rollback" and b"\n" not in h["kfm-dl-message"], h
+    assert got == refused
 
 
 def _crafted(members: list[tarfile.TarInfo], data: bytes) -> bytes:

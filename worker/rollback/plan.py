@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from worker.canonical import canonical_bytes
 from worker.constants import ROLLBACKS_PREFIX
-from worker.errors import IntegrityError
+from worker.errors import IntegrityError, VerificationError
 from worker.ids import s3_key_in
 from worker.ledger.row import LedgerRow
 from worker.rollback.request import RollbackRequest, Strategy
@@ -86,7 +86,9 @@ def restored_ref(req: RollbackRequest) -> str:
     return req.target_branch
 
 
-# Step 1: verify. Each check raises IntegrityError; the handler turns any into "rejected".
+# Step 1: verify. Each check raises IntegrityError; the handler turns any into "rejected". A
+# VerificationError is the request's own fault (it names what the ledger does not record), so the
+# handler also dead-letters the request.
 
 
 @dataclass(frozen=True)
@@ -102,18 +104,19 @@ def locate_bundle(req: RollbackRequest, row: LedgerRow | None, bucket: str) -> R
     """Accept the ledger row for ``req`` and say where its bundle and attestation are.
 
     Raises:
-        IntegrityError: no row; the row is another repository's; the request
-            names another bundle; or the bundle is outside the registry bucket
-            (a restore reads only what the registry wrote).
+        VerificationError: the row is another repository's, or the request
+            names another bundle than the row records.
+        IntegrityError: no row (yet); or the bundle is outside the registry
+            bucket (a restore reads only what the registry wrote).
     """
     if row is None:
         raise IntegrityError(f"no ledger row for commit {req.commit}: it was never bundled")
     if row.lakefs_repo != req.lakefs_repo:
-        raise IntegrityError(
+        raise VerificationError(
             f"commit {req.commit[:12]} belongs to repository {row.lakefs_repo}, not {req.lakefs_repo}"
         )
     if req.bundle_uri and req.bundle_uri != row.artifact_uri:
-        raise IntegrityError(f"bundle {req.bundle_uri} is not the recorded bundle {row.artifact_uri}")
+        raise VerificationError(f"bundle {req.bundle_uri} is not the recorded bundle {row.artifact_uri}")
     bundle_key, attestation_key = s3_key_in(row.artifact_uri, bucket), s3_key_in(row.signatures.in_toto, bucket)
     if bundle_key is None or attestation_key is None:
         raise IntegrityError("the recorded bundle is outside the registry bucket")
@@ -121,9 +124,10 @@ def locate_bundle(req: RollbackRequest, row: LedgerRow | None, bucket: str) -> R
 
 
 def check_bundle_digest(digest: str, row: LedgerRow) -> None:
-    """Raises: IntegrityError if the downloaded bundle is not the one the row records."""
+    """Raises: VerificationError if the downloaded bundle is not the one the row records (the same
+    refusal :func:`worker.io.verifying.check_bundle` would make, only before any parsing)."""
     if digest != row.checksums.artifact_sha256:
-        raise IntegrityError(
+        raise VerificationError(
             f"bundle sha256 {digest} does not match the ledger row ({row.checksums.artifact_sha256})"
         )
 

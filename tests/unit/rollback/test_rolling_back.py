@@ -27,6 +27,7 @@ from tests.unit.ledger.factories import make_body
 from tests.unit.rollback.fakes import FakeBucket, FakeLakeFS, FakeLedger, FakeProducer, FakeRuntime, sha256
 from worker.config import Settings
 from worker.constants import TOPIC_GOVERNANCE, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
+from worker.io.dead_letters import Refusal
 from worker.io.rolling_back import roll_back
 from worker.keys import TrustedKeys
 from worker.ledger.chain import next_row
@@ -238,39 +239,51 @@ def _recorded_with_another_commits_bundle(w: World) -> None:
         update={"checksums": row.checksums.model_copy(update={"artifact_sha256": sha256(bundle)})})
 
 
-REFUSALS: list[tuple[str, Any, dict[str, Any], str]] = [
+# (name, setup, request changes, reason, dead-letter reason): the request's own fault (what it
+# names does not verify against the ledger) is dead-lettered too; the state of the world is not.
+REFUSALS: list[tuple[str, Any, dict[str, Any], str, str | None]] = [
     ("over a configured limit", _over_a_configured_limit, {},
-     f"member s3/{BUCKET}/{MODEL_KEY}: size 700 exceeds max_member_bytes 100"),
-    ("another commit's bundle", _recorded_with_another_commits_bundle, {}, "attestation: is for commit "),
-    ("never bundled", None, {"commit": "f" * 64}, "no ledger row for commit " + "f" * 64),
-    ("other repository", None, {"lakefs_repo": "kfm-other"}, "belongs to repository kfm-main, not kfm-other"),
+     f"member s3/{BUCKET}/{MODEL_KEY}: size 700 exceeds max_member_bytes 100", "unverified"),
+    ("another commit's bundle", _recorded_with_another_commits_bundle, {}, "attestation: is for commit ",
+     "unverified"),
+    ("never bundled", None, {"commit": "f" * 64}, "no ledger row for commit " + "f" * 64, None),
+    ("other repository", None, {"lakefs_repo": "kfm-other"}, "belongs to repository kfm-main, not kfm-other",
+     "unverified"),
     ("another bundle named", None, {"bundle_uri": f"s3://{BUCKET}/artifacts/other.tar.zst"},
-     "is not the recorded bundle"),
-    ("tampered bundle", _tamper, {}, "does not match the ledger row"),
-    ("untrusted signer", _stranger, {}, "key"),
-    ("no inclusion proof", lambda w: w.ledger.unprovable.add(w.a), {}, "inclusion proof"),
-    ("missing branch", None, {"target_branch": "nope"}, "target branch nope does not exist"),
+     "is not the recorded bundle", "unverified"),
+    ("tampered bundle", _tamper, {}, "does not match the ledger row", "unverified"),
+    ("untrusted signer", _stranger, {}, "key", "unknown_key"),
+    ("no inclusion proof", lambda w: w.ledger.unprovable.add(w.a), {}, "inclusion proof", "unverified"),
+    ("missing branch", None, {"target_branch": "nope"}, "target branch nope does not exist", None),
     ("uncommitted work", lambda w: w.lakefs.staging["prod"].update({"configs/wip.yaml": b"wip"}), {},
-     "target branch prod has uncommitted changes; commit or reset them first"),
+     "target branch prod has uncommitted changes; commit or reset them first", None),
 ]
 
 
-@pytest.mark.parametrize(("setup", "changes", "reason"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize(("setup", "changes", "reason", "dead_letter"), [r[1:] for r in REFUSALS],
+                         ids=[r[0] for r in REFUSALS])
 @pytest.mark.parametrize("strategy", ["revert", "reset"])
 async def test_refusals_change_nothing(world: World, setup: Any, changes: dict[str, Any], reason: str,
-                                       strategy: str) -> None:
+                                       dead_letter: str | None, strategy: str) -> None:
     if setup is not None:
         setup(world)
     heads = dict(world.lakefs.heads)
     req = world.request(strategy, **changes)
-    result = await world.roll_back(req)
+    refusals: list[Refusal] = []
+
+    async def refused(r: Refusal) -> None:
+        refusals.append(r)
+
+    result = await roll_back(world.rt, world.ledger, world.trusted, req.to_bytes(), refused=refused)
     assert result.status == "rejected" and result.final and reason in result.reason, result
+    assert "\n" not in result.reason
     assert world.lakefs.mutations == [] and world.lakefs.heads == heads
     assert world.rt.bucket.objects[MODEL_KEY] == MODEL_C
     assert world.stored(req.request_id, "result.json") == result.model_dump()
     [event] = world.events()
     assert event["type"] == "rollback.rejected" and event["reason"] == result.reason
     assert event["requested_by"] == "alice"
+    assert [(str(r.reason), r.message) for r in refusals] == ([(dead_letter, result.reason)] if dead_letter else [])
 
 
 async def test_branch_strategy_ignores_uncommitted_work_on_the_target(world: World) -> None:
