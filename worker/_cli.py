@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from argparse import _SubParsersAction
     from datetime import datetime
 
+    from worker._internal.kafka import PartitionTail
     from worker._internal.lakefs import CommitInfo, LakeFS
     from worker._internal.s3 import Bucket
     from worker.config import Settings
@@ -694,21 +695,52 @@ def _rollback_request(**fields: Any) -> RollbackRequest:
                          f"{first['msg'].removeprefix('Value error, ')}") from None
 
 
+async def _wait_for_result(args: argparse.Namespace, req: RollbackRequest, results: PartitionTail) -> int:
+    """Print the request's progress until its final result (or --timeout); the exit code says which."""
+    import asyncio
+
+    from worker.rollback.outcome import describe_dry_run
+    from worker.rollback.request import RollbackResult
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+    while loop.time() < deadline:
+        for value in await results.poll():
+            res = RollbackResult.model_validate_json(value)
+            if res.request_id != req.request_id:
+                continue
+            if not args.quiet:
+                print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
+            if res.final:
+                doc = res.model_dump(mode="json")
+                Output.of(args).result(doc, describe_dry_run(res) if res.status == "dry-run" else None)
+                return 0 if res.status in ("completed", "dry-run") else 1
+    print(f"kfm: error: no final result for request {req.request_id} within --timeout {args.timeout:g} s; "
+          "the request may still be running: its result will be on the results topic", file=sys.stderr)
+    return Exit.TIMEOUT
+
+
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a rollback request; with --wait, follow it to its result."""
     import getpass
     import uuid
     from datetime import UTC, datetime
 
-    from worker._internal.kafka import PartitionTail, Producer, follow_partition
-    from worker.constants import TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
+    from opentelemetry import trace
+
+    from worker._internal.kafka import Producer, follow_partition
+    from worker.constants import HEADER_REQUEST_ID, TOPIC_ROLLBACK_REQUESTS, TOPIC_ROLLBACK_RESULTS
     from worker.errors import IntegrityError
     from worker.io.ledger_reader import LedgerReader
     from worker.io.runtime import Runtime
-    from worker.rollback.outcome import describe_dry_run
-    from worker.rollback.request import RollbackResult, request_key
+    from worker.rollback.request import request_key
+    from worker.tracing import headers_with_trace, init_tracing
 
     typed = check_commit_arg(args.commit, "--commit")
+    # The request carries this command's traceparent, so the agent's rollback span continues the
+    # requester's trace (and a collector, if the OTEL_* variables name one, gets both).
+    init_tracing("kfm-cli", settings.otel_exporter)
+    tracer = trace.get_tracer("kfm.cli")
 
     async def go() -> int:
         repo, commit = args.repo, typed
@@ -732,6 +764,12 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
             reason=args.reason,
             requested_at=datetime.now(UTC),
         )
+        with tracer.start_as_current_span("kfm.rollback") as span:
+            span.set_attribute("kfm.request_id", req.request_id)
+            span.set_attribute("lakefs.commit", req.commit)
+            return await request(req)
+
+    async def request(req: RollbackRequest) -> int:
         # A dry run exists to be read: it waits for its plan unless --no-wait says otherwise.
         wait = args.wait if args.wait is not None else args.dry_run
         if not wait:
@@ -745,32 +783,13 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
             await publish(req)
             if not args.quiet:  # the steps are for a person; --quiet leaves only the exit code
                 print(f"[published] request {req.request_id}", file=sys.stderr, flush=True)
-            return await wait_for_result(req, results)
+            return await _wait_for_result(args, req, results)
 
     async def publish(req: RollbackRequest) -> None:
         async with Producer(settings.kafka, timeout_s=settings.kafka_timeout_s) as producer:
             await producer.send(settings.topic(TOPIC_ROLLBACK_REQUESTS), req.to_bytes(),
-                                key=request_key(req.lakefs_repo, req.target_branch))
-
-    async def wait_for_result(req: RollbackRequest, results: PartitionTail) -> int:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.timeout
-        while loop.time() < deadline:
-            for value in await results.poll():
-                res = RollbackResult.model_validate_json(value)
-                if res.request_id != req.request_id:
-                    continue
-                if not args.quiet:
-                    print(f"[{res.status}] {res.reason}".rstrip(), file=sys.stderr, flush=True)
-                if res.final:
-                    doc = res.model_dump(mode="json")
-                    Output.of(args).result(doc, describe_dry_run(res) if res.status == "dry-run" else None)
-                    return 0 if res.status in ("completed", "dry-run") else 1
-        print(f"kfm: error: no final result for request {req.request_id} within --timeout {args.timeout:g} s; "
-              "the request may still be running: its result will be on the results topic", file=sys.stderr)
-        return Exit.TIMEOUT
+                                key=request_key(req.lakefs_repo, req.target_branch),
+                                headers=headers_with_trace([(HEADER_REQUEST_ID, req.request_id.encode())]))
 
     return _run(go())
 

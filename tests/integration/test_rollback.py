@@ -161,6 +161,32 @@ async def test_kfm_rollback_dry_run_prints_the_plan_and_changes_nothing(
     assert await lakefs.branch_head(repo, target) == c
 
 
+async def test_kfm_rollback_sends_its_trace_and_the_agent_continues_it(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, history: dict[str, str]
+) -> None:
+    """`kfm rollback` starts a span and sends its W3C traceparent with the request; the agent's
+    rollback span (whose trace id the answer reports) is in that same trace."""
+    repo, a, c = history["repo"], history["A"], history["C"]
+    target = "t-dry-trace"
+    await lakefs.create_branch(repo, target, c)
+    requests = settings.topic(TOPIC_ROLLBACK_REQUESTS)
+    start = await end_offsets(settings.kafka_bootstrap, requests)
+    rid = f"trace-{uuid.uuid4().hex[:12]}"
+    r = await asyncio.to_thread(run_kfm, env, "rollback", "--commit", a, "--branch", target, "--dry-run",
+                                "--request-id", rid, "--json", "--timeout", "180")
+    answer = json.loads(r.stdout)
+    assert answer["status"] == "dry-run", answer
+    sent = [dict(h) for _, v, h in await read_since(settings.kafka_bootstrap, requests, start)
+            if json.loads(v)["request_id"] == rid]
+    assert len(sent) == 1, sent
+    assert sent[0]["kfm-request-id"] == rid.encode()
+    version, trace_id, span_id, flags = sent[0]["traceparent"].decode().split("-")
+    assert version == "00" and int(flags, 16) & 1, sent[0]  # sampled (the SDK may set the random bit too)
+    assert len(span_id) == 16 and int(span_id, 16)
+    assert len(trace_id) == 32 and int(trace_id, 16), sent[0]
+    assert answer["detail"]["trace_id"] == trace_id
+
+
 @pytest.mark.parametrize("strategy", ["revert", "reset", "branch"])
 async def test_rollback_restores_commit_a_exactly(
     settings: Settings, lakefs: LakeFS, history: dict[str, str], strategy: str
