@@ -266,18 +266,28 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         for (source, value), outcome in zip(batch, outcomes, strict=True):
             if outcome.kind == "rejected" and outcome.error is not None:
                 await dead_letter(rt, source, value, refusal_of(outcome.error))
-        _writer_lag(events)
+        await _writer_lag(stream, events)
         yield None
 
 
-def _writer_lag(events: Sequence[faust.types.EventT[bytes]]) -> None:
-    """How far behind the writer is: each candidate's wait, and what is left on its topic."""
+async def _writer_lag(stream: faust.StreamT[bytes], events: Sequence[faust.types.EventT[bytes]]) -> None:
+    """How far behind the writer is: each candidate's wait, and what is left on its topic.
+
+    Left: what the consumer has not read yet (end offset minus its position) plus what it
+    read and has not decided (the stream's queue). Not end minus the last offset decided:
+    the topic is transactional, and the commit marker after the last transaction takes an
+    offset too, so a writer that had caught up showed 1. The consumer's position is past a
+    marker once it has read it; markers it has not read yet still count while it is behind.
+    """
     now = time.time()
     for event in events:
         metrics.WRITER_LAG_SECONDS.observe(max(now - event.message.timestamp, 0.0))
     last = events[-1].message
     with contextlib.suppress(Exception):  # no highwater yet (just assigned): keep the last figure
-        metrics.WRITER_LAG_OFFSETS.set(max(app.consumer.highwater(last.tp) - last.offset - 1, 0))
+        position = await app.consumer.position(last.tp)
+        unread = app.consumer.highwater(last.tp) - (last.offset + 1 if position is None else position)
+        waiting = cast("faust.ChannelT[bytes]", stream.channel).queue.qsize()
+        metrics.WRITER_LAG_OFFSETS.set(max(unread, 0) + waiting)
 
 
 @app.agent(rollback_topic)

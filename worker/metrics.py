@@ -103,9 +103,9 @@ WRITER_LAG_SECONDS = Histogram(
 )
 WRITER_LAG_OFFSETS = Gauge(
     "kfm_ledger_writer_lag_offsets",
-    "Offsets between the end of the writer topic and the last candidate decided, after each batch. Each"
-    " transaction's commit marker takes an offset too: a writer that has caught up shows 1, a waiting candidate"
-    " adds 2.",
+    "Candidates on the writer topic not yet decided, after each batch: the topic's end minus the writer's read"
+    " position, plus those read and waiting. A writer that has caught up shows 0 (the commit marker after the"
+    " last transaction is read past); while it is behind, the markers of transactions it has not read count too.",
 )
 
 # --- reconciler -----------------------------------------------------------------------
