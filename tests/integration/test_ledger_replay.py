@@ -1,7 +1,7 @@
 """Audit replay over real Kafka and S3: the parallel path (candidates matched to the stored
-rows in a process pool) gives the writer's answer, including where the topic holds a
-duplicate, a refused candidate and a valid but non-canonical one, and still reports a
-ledger that is not what the topic implies."""
+rows in a pool: threads with the native scan, processes on the pure path) gives the writer's
+answer, including where the topic holds a duplicate, a refused candidate and a valid but
+non-canonical one, and still reports a ledger that is not what the topic implies."""
 
 from __future__ import annotations
 

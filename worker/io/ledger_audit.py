@@ -19,7 +19,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from worker.io.ledger_reader import LedgerReader, checkpoint_key, commit_key, ve
 from worker.io.ledger_writer import parquet_key, verify_candidate
 from worker.io.runtime import Runtime
 from worker.keys import TrustedKeys
-from worker.ledger import merkle
+from worker.ledger import _native, merkle
 from worker.ledger.chain import BundleCheck, LineChecker, check_bundle, link
 from worker.ledger.checkpoint import MAX_NOTE_BYTES, Checkpoint
 from worker.ledger.head import MAX_HEAD_BYTES, Head
@@ -417,7 +417,7 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path, progress: Pro
     report = ReplayReport()
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
     out = await asyncio.to_thread((scratch / "rollback-index.jsonl").open, "wb")
-    pool = _fork_pool(cp.size)
+    pool = _match_pool(cp.size)
     canonical = _Canonical(reader, cp.size)
     state = _Replay(rt, trusted, canonical, archived, report)
     windows: asyncio.Queue[list[bytes] | Exception | None] = asyncio.Queue(maxsize=_REPLAY_WINDOWS_AHEAD)
@@ -457,7 +457,7 @@ class _Replay:
         self.edge = TreeEdge()
         self.prev: tuple[int, str] | None = None
 
-    async def take_many(self, values: list[bytes], pool: ProcessPoolExecutor | None) -> list[bytes]:
+    async def take_many(self, values: list[bytes], pool: Executor | None) -> list[bytes]:
         """The rebuilt lines of ``values``: in parallel while they link one to one onto the
         stored lines (the common case); a candidate that does not (a duplicate, a refused
         or unusual one, a difference) is taken alone with the models, then on in parallel."""
@@ -472,7 +472,7 @@ class _Replay:
             values = values[len(matched) + 1 :]
         return lines
 
-    async def _match(self, values: list[bytes], pool: ProcessPoolExecutor | None) -> list[bytes]:
+    async def _match(self, values: list[bytes], pool: Executor | None) -> list[bytes]:
         """The longest prefix of ``values`` that gives the next stored lines, accepted."""
         stored = await self.canonical.ahead(len(values))
         starts = range(0, min(len(values), len(stored)), _REPLAY_CHUNK)
@@ -544,6 +544,20 @@ class _Replay:
         if self.edge.size in self.archived and self.archived[self.edge.size] != self.edge.root():
             self.report.differences.append(f"root at checkpoint size {self.edge.size} differs")
         return line
+
+
+def _match_pool(rows: int) -> Executor | None:
+    """Where the replay matches candidates: threads with the native scan, else processes.
+
+    Why threads: the native ``match_run`` holds no GIL while it compares and
+    hashes, so threads run it on every core without pickling each candidate
+    and stored line (5 KB a row) to another process and back, which cost the
+    main process as much as the matching itself. The pure path needs the GIL
+    throughout, so it keeps the fork pool (for large ledgers only).
+    """
+    if _native.NATIVE is not None:
+        return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="kfm-replay-match")
+    return _fork_pool(rows)
 
 
 _REPLAY_CHUNK = TILE_WIDTH  # candidates per task in the pool

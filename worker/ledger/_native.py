@@ -16,7 +16,7 @@ from typing import Final, Protocol, cast
 
 __all__ = ["NATIVE", "SCAN_VERSION", "NativeScan", "load"]
 
-SCAN_VERSION: Final = 1
+SCAN_VERSION: Final = 2
 """What the Rust side must report: a build from other sources is not used."""
 
 
@@ -31,6 +31,10 @@ class NativeScan(Protocol):
     def check_lines(
         self, data: bytes, start: int, seq: int, prev: str | None, /
     ) -> tuple[int, int, str | None, str | None, bytes, bytes]: ...
+
+    def match_run(
+        self, values: list[bytes], stored: list[bytes], seq: int, prev: str | None, /
+    ) -> list[tuple[str, bytes, str]]: ...
 
 
 def load() -> NativeScan | None:

@@ -252,22 +252,42 @@ class Matched(NamedTuple):
 def match_run(values: list[bytes], stored: list[bytes], prev_line: bytes | None, first_seq: int) -> list[Matched]:
     """How many of ``values``, from the first, link one to one onto ``stored`` (rows from ``first_seq``).
 
-    The replay's parallel step (picklable: runs in a process pool): each
-    candidate is linked after the stored line before it, which is what the
-    writer did if the ledger is what the topic implies. The run stops at the
-    first candidate that does not give the next stored line by the fast path
-    (a duplicate, a rejected or unusual candidate, or a difference); the
-    caller takes it from there with the models.
+    The replay's parallel step (picklable: runs in a process pool, or in
+    threads with the native scan, which releases the GIL): each candidate is
+    linked after the stored line before it, which is what the writer did if
+    the ledger is what the topic implies. The run stops at the first
+    candidate that does not give the next stored line by the fast path (a
+    duplicate, a rejected or unusual candidate, or a difference); the caller
+    takes it from there with the models.
+
+    With the native scan, its ``match_run`` decides the candidates it can
+    (it compares the value's bytes with the stored line's instead of
+    re-encoding, and accepts only what :func:`link_candidate` accepts); one
+    it leaves undecided is asked of :func:`link_candidate`, so the answer is
+    the pure path's.
     """
     prev = None if prev_line is None else (first_seq - 1, hashlib.sha256(prev_line).hexdigest())
     out: list[Matched] = []
-    for value, line in zip(values, stored, strict=False):
-        fast = link_candidate(value, prev)
-        if fast is None or fast[0] != line:
+    native = _native.NATIVE
+    i = 0
+    while i < len(values) and i < len(stored):
+        if native is not None:
+            got = native.match_run(
+                values[i:], stored[i:], 0 if prev is None else prev[0] + 1, None if prev is None else prev[1]
+            )
+            out += map(Matched._make, got)
+            i += len(got)
+            if got:
+                prev = (prev[0] + len(got) if prev is not None else len(got) - 1, got[-1][2])
+            if i == len(values) or i == len(stored):
+                break
+        fast = link_candidate(values[i], prev)
+        if fast is None or fast[0] != stored[i]:
             break
-        line_sha = hashlib.sha256(line).hexdigest()
+        line_sha = hashlib.sha256(stored[i]).hexdigest()
         leaf = hashlib.sha256(b"\x00")
-        leaf.update(line)
+        leaf.update(stored[i])
         out.append(Matched(fast[1].commit, leaf.digest(), line_sha))
         prev = (fast[1].seq, line_sha)
+        i += 1
     return out

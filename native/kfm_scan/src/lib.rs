@@ -16,11 +16,11 @@
 //! against the model on generated rows and their byte mutations.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever what is accepted changes, so Python refuses a stale build.
-const SCAN_VERSION: u32 = 1;
+const SCAN_VERSION: u32 = 2;
 /// Longer lines go to the model (the Python scan's `FAST_MAX_LINE_BYTES`).
 const FAST_MAX_LINE_BYTES: usize = 64 * 1024;
 const MAX_SAFE_INT: u64 = (1 << 53) - 1;
@@ -33,6 +33,23 @@ struct Key {
     commit: [u8; 64],
     /// The line's own SHA-256 (the next row's `prev`), computed with the row hash.
     line_sha: [u8; 32],
+    /// Where the members a candidate's body lacks or spells otherwise lie in
+    /// the line (byte ranges), for [`link_match`].
+    spans: Spans,
+}
+
+/// Byte ranges in a scanned line: the two energy numbers (the token), the
+/// `,"hash":"…"`, `,"prev":"…"` and `,"seq":N` members, and the quoted
+/// `artifact_sha256` and `in_toto` strings.
+#[derive(Default, Clone, Copy)]
+struct Spans {
+    co2: (usize, usize),
+    kwh: (usize, usize),
+    hash: (usize, usize),
+    prev: (usize, usize),
+    seq: (usize, usize),
+    artifact: (usize, usize),
+    in_toto: (usize, usize),
 }
 
 fn is_hex(b: u8) -> bool {
@@ -253,8 +270,11 @@ fn scan(line: &[u8]) -> Option<Key> {
     // Members in RFC 8785 order (keys sorted).
     r.lit(b"{\"artifact_uri\":")?;
     r.uri()?;
+    let mut spans = Spans::default();
     r.lit(b",\"checksums\":{\"artifact_sha256\":")?;
+    let at = r.i;
     r.hex64()?;
+    spans.artifact = (at, r.i);
     r.lit(b"},\"configs\":")?;
     r.array(|r| {
         r.lit(b"{\"path\":")?;
@@ -279,9 +299,13 @@ fn scan(line: &[u8]) -> Option<Key> {
         r.lit(b"}")
     })?;
     r.lit(b",\"energy_carbon\":{\"co2e_kg\":")?;
+    let at = r.i;
     r.number()?;
+    spans.co2 = (at, r.i);
     r.lit(b",\"kwh\":")?;
+    let at = r.i;
     r.number()?;
+    spans.kwh = (at, r.i);
     r.lit(b",\"method\":")?;
     r.text()?;
     r.lit(b"}")?;
@@ -289,6 +313,7 @@ fn scan(line: &[u8]) -> Option<Key> {
     r.lit(b",\"hash\":")?;
     let hash = r.hex64()?;
     let after_hash = r.i;
+    spans.hash = (hash_at, after_hash);
     r.lit(b",\"lakefs_branch\":")?;
     let branch = r.string(1, 256, is_branch_rest)?;
     if !(branch[0].is_ascii_alphanumeric() || branch[0] == b'_') || has_dotdot(branch) {
@@ -329,10 +354,13 @@ fn scan(line: &[u8]) -> Option<Key> {
     if !(trace.is_empty() || trace.len() == 32) {
         return None;
     }
+    let at = r.i;
     r.lit(b",\"prev\":")?;
     let prev = r.hex64()?;
+    spans.prev = (at, r.i);
     r.lit(b",\"producer\":")?;
     r.text()?;
+    let seq_at = r.i;
     r.lit(b",\"seq\":")?;
     let digits = line[r.i..]
         .iter()
@@ -349,8 +377,11 @@ fn scan(line: &[u8]) -> Option<Key> {
         return None;
     }
     r.i += digits;
+    spans.seq = (seq_at, r.i);
     r.lit(b",\"signatures\":{\"in_toto\":")?;
+    let at = r.i;
     r.uri()?;
+    spans.in_toto = (at, r.i);
     r.lit(b",\"key_id\":")?;
     r.string(1, 256, is_plain)?;
     r.lit(b"}}")?;
@@ -377,6 +408,7 @@ fn scan(line: &[u8]) -> Option<Key> {
         hash,
         commit,
         line_sha,
+        spans,
     })
 }
 
@@ -500,11 +532,205 @@ fn check_lines<'py>(
         .into_pyobject(py)
 }
 
+/// Longest request id the writer accepts, in characters (`IndexCandidate`).
+const REQUEST_ID_MAX: usize = 4096;
+
+/// A number token as `orjson` writes it (`value`) against the line's
+/// RFC 8785 spelling of it (`line`): true only where both spell the same
+/// value and `orjson` would write `value` so itself, which the Python path
+/// requires (it re-encodes the candidate and compares). Four forms, all
+/// others undecided: an integer (kept an integer: the line spells it the
+/// same); a whole float `D.0` below 10^15 (the line writes `D`); a fraction
+/// in fixed notation from 1e-5 up to 10^15, where `orjson` and RFC 8785 both
+/// write the shortest round-trip digits without an exponent; and the same
+/// spelling in exponent notation below 1e-6 or from 1e21, where both write
+/// one. (tests/unit/ledger/test_native_scan.py holds this to the Python path.)
+fn same_number(value: &[u8], line: &[u8]) -> bool {
+    let all_digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let no_leading_zero = |s: &[u8]| s.len() == 1 || s[0] != b'0';
+    if all_digits(value) {
+        return value.len() <= 15 && no_leading_zero(value) && value == line;
+    }
+    if let Some(whole) = value.strip_suffix(b".0") {
+        return all_digits(whole) && whole.len() <= 15 && no_leading_zero(whole) && whole == line;
+    }
+    if value.contains(&b'e') {
+        // Exponent notation, which both write below 1e-6 and from 1e21 on, as
+        // the shortest digits, `d[.ddd]e±n` (RFC 8785's own checked by the scan).
+        let x: f64 = std::str::from_utf8(value)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(f64::NAN);
+        return value == line && (x < 1e-6 || (1e21..f64::MAX).contains(&x));
+    }
+    let Some(dot) = value.iter().position(|&c| c == b'.') else {
+        return false;
+    };
+    let (int, frac) = (&value[..dot], &value[dot + 1..]);
+    if value != line
+        || !all_digits(int)
+        || !all_digits(frac)
+        || !no_leading_zero(int)
+        || int.len() > 15
+    {
+        return false;
+    }
+    // ASCII digits and one dot: always a number.
+    let x: f64 = std::str::from_utf8(value)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0.0);
+    (1e-5..1e15).contains(&x)
+}
+
+/// Whether the candidates-topic `value` links after `prev` (seq `seq`) to
+/// exactly `stored`, as the Python `link_candidate` decides it: the value
+/// is the bundler's encoding of a candidate whose body is the stored row's
+/// without `seq`, `prev` and `hash`, and whose `bundle_sha256` and
+/// `attestation_uri` agree with it. Instead of re-encoding the body, the
+/// value's bytes are compared with the stored line's, member by member:
+/// the scan has shown the line is a canonical valid row whose strings need
+/// no escapes, so `orjson` writes them as RFC 8785 does, byte for byte.
+///
+/// Returns the line's key, or `None`: not decided here (the caller asks the
+/// Python path, which may still link it).
+fn link_match(value: &[u8], stored: &[u8], seq: u64, prev: &[u8; 64]) -> Option<Key> {
+    if value.len() > FAST_MAX_LINE_BYTES {
+        return None;
+    }
+    let key = scan(stored)?;
+    if key.seq != seq || &key.prev != prev {
+        return None;
+    }
+    let sp = key.spans;
+    let mut r = Reader { b: value, i: 0 };
+    r.lit(b"{\"attestation_uri\":")?;
+    r.lit(&stored[sp.in_toto.0..sp.in_toto.1])?;
+    r.lit(b",\"body\":")?;
+    // The body: the line without hash, prev and seq, the energy numbers
+    // possibly spelled as orjson writes them.
+    let number = |r: &mut Reader, (a, b): (usize, usize)| {
+        let n = r.b[r.i..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+            .count();
+        let ok = same_number(&r.b[r.i..r.i + n], &stored[a..b]);
+        r.i += n;
+        ok.then_some(())
+    };
+    r.lit(&stored[..sp.co2.0])?;
+    number(&mut r, sp.co2)?;
+    r.lit(&stored[sp.co2.1..sp.kwh.0])?;
+    number(&mut r, sp.kwh)?;
+    r.lit(&stored[sp.kwh.1..sp.hash.0])?;
+    r.lit(&stored[sp.hash.1..sp.prev.0])?;
+    r.lit(&stored[sp.prev.1..sp.seq.0])?;
+    r.lit(&stored[sp.seq.1..])?;
+    r.lit(b",\"bundle_sha256\":")?;
+    r.lit(&stored[sp.artifact.0..sp.artifact.1])?;
+    r.lit(b",\"request_id\":")?;
+    // Bytes orjson writes as they are (no escapes), up to REQUEST_ID_MAX characters.
+    let id = r.string(0, 4 * REQUEST_ID_MAX, is_text)?;
+    if id.iter().filter(|&&c| c & 0xC0 != 0x80).count() > REQUEST_ID_MAX {
+        return None;
+    }
+    r.lit(b"}")?;
+    if r.i != value.len() || (!id.is_ascii() && std::str::from_utf8(id).is_err()) {
+        return None;
+    }
+    Some(key)
+}
+
+/// What `match_run` gives for one matched candidate.
+struct Matched {
+    commit: [u8; 64],
+    leaf: [u8; 32],
+    line_sha: [u8; 64],
+}
+
+fn match_lines(
+    values: &[&[u8]],
+    stored: &[&[u8]],
+    mut seq: u64,
+    mut prev: [u8; 64],
+) -> Vec<Matched> {
+    let mut out = Vec::new();
+    for (value, line) in values.iter().zip(stored) {
+        let Some(key) = link_match(value, line, seq, &prev) else {
+            break;
+        };
+        let mut leaf = Sha256::new();
+        leaf.update([0u8]);
+        leaf.update(line);
+        let mut l = [0u8; 32];
+        l.copy_from_slice(&leaf.finalize());
+        prev = hex_digest(&key.line_sha);
+        out.push(Matched {
+            commit: key.commit,
+            leaf: l,
+            line_sha: prev,
+        });
+        seq += 1;
+    }
+    out
+}
+
+/// How many of `values`, from the first, link one to one onto `stored` (the
+/// Python `match_run`, decided natively): `seq` and `prev` are those the
+/// first candidate links after (`prev` None: the genesis, seq 0). Stops at
+/// the first candidate not decided here; the caller asks the Python path
+/// about it and goes on.
+///
+/// Returns `[(commit, leaf_hash, line_sha256), ...]`, hex but the leaf hash.
+#[pyfunction]
+#[pyo3(signature = (values, stored, seq, prev))]
+fn match_run<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyList>,
+    stored: &Bound<'py, PyList>,
+    seq: u64,
+    prev: Option<&str>,
+) -> PyResult<Bound<'py, PyList>> {
+    let prev = match prev {
+        None => [b'0'; 64],
+        Some(p) => p
+            .as_bytes()
+            .try_into()
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex digits"))?,
+    };
+    let values: Vec<Bound<'py, PyBytes>> = values
+        .iter()
+        .map(|v| v.downcast_into::<PyBytes>())
+        .collect::<Result<_, _>>()?;
+    let stored: Vec<Bound<'py, PyBytes>> = stored
+        .iter()
+        .map(|v| v.downcast_into::<PyBytes>())
+        .collect::<Result<_, _>>()?;
+    let v: Vec<&[u8]> = values.iter().map(|b| b.as_bytes()).collect();
+    let s: Vec<&[u8]> = stored.iter().map(|b| b.as_bytes()).collect();
+    let matched = py.allow_threads(|| match_lines(&v, &s, seq, prev));
+    let items = matched
+        .iter()
+        .map(|m| {
+            PyTuple::new(
+                py,
+                [
+                    hex_str(&m.commit).into_pyobject(py)?.into_any(),
+                    PyBytes::new(py, &m.leaf).into_any(),
+                    hex_str(&m.line_sha).into_pyobject(py)?.into_any(),
+                ],
+            )
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
 #[pymodule]
 fn kfm_scan(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SCAN_VERSION", SCAN_VERSION)?;
     m.add("FAST_MAX_LINE_BYTES", FAST_MAX_LINE_BYTES)?;
     m.add_function(wrap_pyfunction!(scan_line, m)?)?;
     m.add_function(wrap_pyfunction!(check_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(match_run, m)?)?;
     Ok(())
 }

@@ -4,26 +4,30 @@ test_scan.py holds both paths to the row model; here the native one is held
 to the Python reference directly: the same key or the same "undecided" for
 generated rows and their byte edits, the same :class:`BundleCheck` for whole
 entry bundles with lines only the model decides, and the same error naming
-the same row for broken ones.
+the same row for broken ones; and the replay's native match links only
+what the pure path links, to the line rfc8785 makes of the candidate.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
+import orjson
 import pytest
+import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.ledger.factories import body_dict, make_chain
+from tests.unit.ledger.factories import body_dict, make_candidate, make_chain
 from tests.unit.ledger.paths import PATHS, using
 from tests.unit.ledger.test_scan import _ANY_BODY, _EDITS, _HEX64, _SEQ, _body_of, _edited, _line, _rehash
 from worker.errors import VerificationError
 from worker.ledger import _native
 from worker.ledger.chain import BundleCheck, check_bundle, link
-from worker.ledger.row import leaf_bytes
-from worker.ledger.scan import FAST_MAX_LINE_BYTES, LineKey, scan_line_python
+from worker.ledger.row import GENESIS_PREV, leaf_bytes
+from worker.ledger.scan import FAST_MAX_LINE_BYTES, LineKey, Matched, link_candidate, match_run, scan_line_python
 
 pytestmark = pytest.mark.parametrize("path", [p for p in PATHS if p.id == "native"])
 
@@ -161,3 +165,175 @@ def test_a_bundle_after_an_unknown_row_reports_its_first_prev(path: str) -> None
     assert isinstance(native, BundleCheck)
     assert native.first_prev == hashlib.sha256(LINES[19]).hexdigest()
     assert pure == native
+
+
+# The replay's match (native ``match_run``): it compares a candidate's bytes with the stored line's
+# instead of re-encoding, so it is held to the pure path's link_candidate, and through it to rfc8785.
+
+
+def _native_match(values: list[bytes], stored: list[bytes], prev: tuple[int, str] | None) -> list[Matched]:
+    module = _native.load()
+    if module is None:
+        pytest.fail("kfm_scan is not importable (deploy/local/build-native.sh)")
+    got = module.match_run(values, stored, 0 if prev is None else prev[0] + 1, None if prev is None else prev[1])
+    return [Matched(*m) for m in got]
+
+
+def _python_match(value: bytes, stored: bytes, prev: tuple[int, str] | None) -> Matched | None:
+    """What the pure path decides for one candidate (None: not linked onto ``stored``)."""
+    fast = link_candidate(value, prev)
+    if fast is None or fast[0] != stored:
+        return None
+    return Matched(fast[1].commit, hashlib.sha256(b"\x00" + stored).digest(), hashlib.sha256(stored).hexdigest())
+
+
+def _as_rfc8785(value: bytes, prev: tuple[int, str] | None) -> bytes:
+    """The line for ``value`` built by the reference encoder from the parsed candidate."""
+    body = json.loads(value)["body"]
+    row = body | {"seq": 0 if prev is None else prev[0] + 1, "prev": GENESIS_PREV if prev is None else prev[1]}
+    row["hash"] = hashlib.sha256(rfc8785.dumps(row)).hexdigest()
+    return rfc8785.dumps(row)
+
+
+def _held_to_the_pure_path(value: bytes, stored: bytes, prev: tuple[int, str] | None) -> list[Matched]:
+    native = _native_match([value], [stored], prev)
+    if native:  # the native path decides only what the pure path decides alike
+        assert native == [_python_match(value, stored, prev)], value
+        assert stored == _as_rfc8785(value, prev)
+    return native
+
+
+def _orjson_value(value: bytes) -> bytes:
+    """The candidate as orjson writes it (floats as ``2.0``, ``1e-7``): the pure path accepts that too."""
+    return orjson.dumps(orjson.loads(value), option=orjson.OPT_SORT_KEYS)
+
+
+_PREV_LINK = st.none() | st.tuples(st.integers(0, 2**53 - 2), _HEX64)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(_ANY_BODY, _PREV_LINK, st.text(max_size=20), st.none() | _EDITS, st.booleans())
+def test_the_native_match_links_only_what_the_python_path_links(
+    path: str,
+    data: dict[str, Any],
+    prev: tuple[int, str] | None,
+    request_id: str,
+    edits: list[tuple[str, int, int]] | None,
+    as_orjson: bool,
+) -> None:
+    body = _body_of(data)
+    value = make_candidate(0, body=body, request_id=request_id or "r").to_bytes()
+    value = _orjson_value(value) if as_orjson else value
+    stored = link(None if prev is None else prev, body)[1]
+    if edits is not None:
+        value = _edited(value, edits)
+    matched = _held_to_the_pure_path(value, stored, prev)
+    if edits is None and scan_line_python(stored) is not None and _python_match(value, stored, prev) is not None:
+        # A plain candidate is decided natively unless a float needs orjson's own spelling
+        # or its request id an escape.
+        floats = [v for v in data["energy_carbon"].values() if type(v) is float]
+        plain_id = all(" " <= c != "\x7f" and c not in '"\\' for c in request_id)
+        if plain_id and all(1e-5 <= v < 1e15 or v == 0 for v in floats):
+            assert matched, value
+
+
+_FLOATS = [
+    0.0,
+    5.0,
+    0.5,
+    0.1 + 0.2,
+    1e-5,
+    9.99e-6,
+    1e-6,
+    1e-7,
+    9.999999e-7,
+    123456789.125,
+    1e14 + 0.5,
+    999999999999999.9,
+    1e15,
+    1e16,
+    1e20,
+    1e21,
+    1.5e22,
+    5e-324,
+    1.7976931348623157e308,
+]
+
+
+@pytest.mark.parametrize("value", [*_FLOATS, 0, 7, 10**15 - 1, 10**15, 2**53])
+def test_floats_of_every_magnitude_link_as_the_python_path_links_them(path: str, value: float) -> None:
+    data = body_dict(1)
+    body = _body_of(data | {"energy_carbon": data["energy_carbon"] | {"kwh": value, "co2e_kg": value}})
+    candidate = make_candidate(1, body=body).to_bytes()
+    stored = link(None, body)[1]
+    for spelled in (candidate, _orjson_value(candidate)):
+        _held_to_the_pure_path(spelled, stored, None)
+    if type(value) is float and 1e-5 <= value < 1e15:
+        assert _native_match([_orjson_value(candidate)], [stored], None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=0, allow_nan=False, allow_infinity=False))
+def test_random_floats_link_as_the_python_path_links_them(path: str, value: float) -> None:
+    data = body_dict(2)
+    body = _body_of(data | {"energy_carbon": data["energy_carbon"] | {"co2e_kg": value}})
+    candidate = make_candidate(2, body=body).to_bytes()
+    stored = link(None, body)[1]
+    for spelled in (candidate, _orjson_value(candidate)):
+        _held_to_the_pure_path(spelled, stored, None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c | {"bundle_sha256": "1" * 64},  # disagrees with the body
+        lambda c: c | {"attestation_uri": c["attestation_uri"] + "x"},
+        lambda c: c | {"extra": 1},  # an unknown key
+        lambda c: {k: v for k, v in c.items() if k != "request_id"},
+        lambda c: c | {"body": c["body"] | {"seq": 0}},  # a body that sets its own seq
+        lambda c: c | {"request_id": "x" * 4097},
+        lambda c: c | {"request_id": "ü" * 4097},
+        lambda c: c | {"request_id": 7},
+        lambda c: c | {"body": c["body"] | {"producer": "someone else"}},  # not the stored row
+    ],
+)
+def test_candidates_the_writer_refuses_or_another_row_are_not_matched(path: str, change: Any) -> None:
+    candidate = make_candidate(1)
+    stored = link(None, candidate.body)[1]
+    value = orjson.dumps(change(orjson.loads(candidate.to_bytes())), option=orjson.OPT_SORT_KEYS)
+    assert _native_match([value], [stored], None) == []
+    assert _python_match(value, stored, None) is None
+
+
+@pytest.mark.parametrize("request_id", ["ü" * 4096, "a\u2028b", "日本語-id", "", "tab\there", 'q"uote', "x" * 4096])
+def test_request_ids_are_matched_as_the_python_path_matches_them(path: str, request_id: str) -> None:
+    candidate = make_candidate(3, request_id="r")
+    stored = link(None, candidate.body)[1]
+    value = orjson.dumps(orjson.loads(candidate.to_bytes()) | {"request_id": request_id}, option=orjson.OPT_SORT_KEYS)
+    assert _native_match([value], [stored], None) == _held_to_the_pure_path(value, stored, None)
+
+
+def _replayed(n: int) -> tuple[list[bytes], list[bytes]]:
+    values, lines, prev = [], [], None
+    for i in range(n):
+        value = make_candidate(i).to_bytes()
+        line = link_candidate(value, prev)
+        assert line is not None
+        values.append(value)
+        lines.append(line[0])
+        prev = (i, hashlib.sha256(line[0]).hexdigest())
+    return values, lines
+
+
+def test_a_run_matches_as_the_python_run_and_stops_where_it_stops(path: str) -> None:
+    values, lines = _replayed(60)  # the factories' rows: some have floats only the pure path links
+    pure, native = [], []
+    for p, out in (("python", pure), ("native", native)):
+        with using(p):
+            out.append(match_run(values, lines, None, 0))
+            out.append(match_run(values[10:], lines[10:], lines[9], 10))
+            out.append(match_run(values[:30] + values[31:], lines, None, 0))  # a candidate missing
+            out.append(match_run(values[:20], lines[1:21], lines[0], 1))  # each one row off
+    assert pure == native
+    assert [len(x) for x in native] == [60, 50, 30, 0]
+    assert native[0][-1].line_sha256 == hashlib.sha256(lines[-1]).hexdigest()
