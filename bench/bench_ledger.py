@@ -29,7 +29,11 @@ archived checkpoints, ``ledger/checkpoint``, ``ledger/head`` and the row objects
 of the commits queried).
 
 Usage: .venv/bin/python bench/bench_ledger.py [--sizes 10000 100000 1000000]
-       [--out ledger-bench.json] [--keep]
+       [--steps writer,verify,reads,replay] [--out ledger-bench.json] [--keep]
+
+The S3 server is whichever the stack runs (``KFM_STACK_DIR``; moto by default,
+SeaweedFS with ``KFM_STACK_S3_SERVER=seaweedfs``); the script names it, and
+records the load average around each verify measurement (the host is shared).
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ from worker.topics import topic_specs  # noqa: E402
 from worker.utc import format_utc  # noqa: E402
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+STEPS = ("writer", "verify", "reads", "replay")
 REPLAY_MAX = 100_000  # replay is measured at 10^4 and 10^5 only
 CHUNK = TILE_WIDTH * 16  # rows generated and uploaded per step of the build
 UPLOADS_IN_FLIGHT = 16
@@ -285,6 +290,15 @@ def server_pid(endpoint: str) -> int | None:
         ):
             return int(proc.name)
     return None
+
+
+def server_kind(endpoint: str) -> str:
+    """Which S3 server answers on the endpoint (the figures depend on it)."""
+    try:
+        cmd = Path(f"/proc/{server_pid(endpoint)}/cmdline").read_bytes()
+    except OSError:
+        return "unknown"
+    return "moto" if b"moto_server" in cmd else "seaweedfs" if b"weed" in cmd else "unknown"
 
 
 def server_rss_mib(endpoint: str) -> float | None:
@@ -716,7 +730,7 @@ async def verify_child(args: argparse.Namespace) -> dict[str, Any]:
     env = stack_env()
     settings = replace(load_settings(env), s3_bucket=args.bucket)
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
-    res: dict[str, Any] = {}
+    res: dict[str, Any] = {"load_before_verify": os.getloadavg()[0]}
     server = server_pid(settings.s3_endpoint)
     async with open_bucket(settings) as bucket:
         v_runs, b_runs, v_cpu, b_cpu = [], [], [], []
@@ -740,6 +754,7 @@ async def verify_child(args: argparse.Namespace) -> dict[str, Any]:
         res["baseline_rows_per_s"] = statistics.median(b_runs)
         res["verify_runs"], res["baseline_runs"] = v_runs, b_runs
         res["verify_cpu_s_per_1000_rows"], res["baseline_cpu_s_per_1000_rows"] = v_cpu[-1], b_cpu[-1]
+        res["load_after_verify"] = os.getloadavg()[0]
         if args.in_memory:
             mem = await load_into_memory(bucket)
             mv, mb = [], []
@@ -823,7 +838,7 @@ class SizeRun:
         self.key = load_private_key(Path(self.settings.signing_key))
         self.trusted = TrustedKeys.from_dir(Path(self.settings.trusted_keys_dir))
         self.origin = checkpoint_origin(self.settings.checkpoint_name, self.bucket_name)
-        self.with_replay = n <= REPLAY_MAX and not args.no_replay
+        self.with_replay = n <= REPLAY_MAX and not args.no_replay and "replay" in args.steps
         self.profile = n == min(args.sizes)
         self.query = sorted({0, n // 3, n // 2, n - 2, n - 1})  # commits with a row object, read back
         self.commits: dict[int, str] = {}
@@ -839,11 +854,15 @@ class SizeRun:
         s3_client(self.settings).create_bucket(Bucket=self.bucket_name)
         say(f"\n== {self.n:,} rows: bucket {self.bucket_name}"
             + (f", topics {self.prefix}*" if self.with_replay else ""))
+        steps = self.args.steps
         try:
             await self.build()
-            await self.writer()
-            self.verify()
-            await self.reads()
+            if "writer" in steps:
+                await self.writer()
+            if "verify" in steps:
+                self.verify()
+            if "reads" in steps:
+                await self.reads()
             if self.with_replay:
                 await self.replay()
             res["s3_server_rss_mib"]["end"] = server_rss_mib(self.settings.s3_endpoint)
@@ -933,7 +952,8 @@ class SizeRun:
         say(f"verify: {res['verify_rows_per_s']:,.0f} rows/s, raw baseline (fetch + hashlib + tree) "
             f"{res['baseline_rows_per_s']:,.0f} rows/s (median of {repeat}); CPU s per 1,000 rows: verify "
             f"{vc['process']:.3f} + pool {vc['pool']:.3f} + S3 server {vc['s3_server']:.3f}, baseline "
-            f"{bc['process']:.3f} + S3 server {bc['s3_server']:.3f}")
+            f"{bc['process']:.3f} + S3 server {bc['s3_server']:.3f}; load average "
+            f"{res['load_before_verify']:.1f} -> {res['load_after_verify']:.1f}")
         if "verify_mem_rows_per_s" in res:
             say(f"verify from memory (CPU only): {res['verify_mem_rows_per_s']:,.0f} rows/s, "
                 f"baseline {res['baseline_mem_rows_per_s']:,.0f} rows/s; row checks on one core "
@@ -1064,6 +1084,8 @@ def table(results: list[dict[str, Any]]) -> str:
          f"{get(r, 'baseline_cpu_s_per_1000_rows', 'process'):.3f}"),
         ("  CPU s/1k rows: S3 server, during verify", lambda r: "-" if not get(r, "verify_cpu_s_per_1000_rows") else
          f"{get(r, 'verify_cpu_s_per_1000_rows', 's3_server'):.3f}"),
+        ("  load average (1 min) before / after", lambda r: "-" if r.get("load_before_verify") is None else
+         f"{r['load_before_verify']:.1f} / {r['load_after_verify']:.1f}"),
         ("verify (memory, CPU only), rows/s", lambda r: num(r.get("verify_mem_rows_per_s"))),
         ("verify row checks, 1 core (memory), rows/s", lambda r: num(r.get("verify_checks_1core_rows_per_s"))),
         ("raw baseline (memory), rows/s", lambda r: num(r.get("baseline_mem_rows_per_s"))),
@@ -1105,6 +1127,14 @@ def parse_batches(spec: str) -> list[tuple[int, int]]:
     return out
 
 
+def parse_steps(spec: str) -> set[str]:
+    steps = {s.strip() for s in spec.split(",") if s.strip()}
+    unknown = steps - set(STEPS)
+    if unknown:
+        raise SystemExit(f"bench_ledger: --steps: unknown {', '.join(sorted(unknown))} (expected {','.join(STEPS)})")
+    return steps
+
+
 def parse_sizes(values: Iterable[str]) -> list[int]:
     sizes: list[int] = []
     for v in values:
@@ -1127,6 +1157,9 @@ def main() -> int:
     ap.add_argument("--dense-checkpoints", type=int, default=0, metavar="EVERY",
                     help="also measure verify and verify --from at the smallest size with an archived "
                          "checkpoint every EVERY rows (the writer archives one per batch)")
+    ap.add_argument("--steps", default=",".join(STEPS),
+                    help=f"what to measure after the build, comma-separated (default {','.join(STEPS)}); "
+                         "'--steps verify' needs only S3")
     ap.add_argument("--keep", action="store_true", help="keep the buckets and topics (default: delete them)")
     ap.add_argument("--child-writer", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--bucket", help=argparse.SUPPRESS)
@@ -1137,6 +1170,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.batches = parse_batches(args.batch_spec)
+    args.steps = parse_steps(args.steps)
     if args.child_writer:
         print(json.dumps(asyncio.run(writer_child(args))))
         return 0
@@ -1146,10 +1180,12 @@ def main() -> int:
     args.sizes = parse_sizes(args.sizes)
     env = stack_env()
     args.code = code_version()
+    args.s3_server = server_kind(env.get("KFM_S3_ENDPOINT", ""))
     t0 = time.perf_counter()
     self_check()
     say(f"code {args.code}; generator equals next_row on 300 rows ({time.perf_counter() - t0:.1f} s); "
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, S3 {env.get('KFM_S3_ENDPOINT')}")
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, S3 {env.get('KFM_S3_ENDPOINT')} "
+        f"({args.s3_server}), load average {os.getloadavg()[0]:.1f}")
     results = []
     for n in args.sizes:
         results.append(asyncio.run(SizeRun(n, args, env).run()))
@@ -1189,6 +1225,7 @@ def _meta(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "code": args.code,
         "host": {"python": sys.version.split()[0], "cpus": os.cpu_count(), "platform": platform.platform()},
+        "s3_server": args.s3_server,
         "batches": args.batches,
         "results": results,
     }
