@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Bucket", "Head", "open_bucket"]
 
+_POOL_CONNECTIONS = 32
+
 _PART = 16 * 1024 * 1024
 
 
@@ -284,6 +286,9 @@ async def open_bucket(settings: Settings, bucket: str | None = None) -> AsyncIte
     # S3-compatible servers on a host of their own mostly want path-style; AWS wants virtual-host.
     style = settings.s3_addressing_style or ("path" if settings.s3_endpoint else "virtual")
     cfg = Config(
+        # Callers keep up to 16 small requests in flight (ledger tiles, a rollback's STAC
+        # documents) beside a streamed download; botocore's default pool of 10 made the rest wait.
+        max_pool_connections=_POOL_CONNECTIONS,
         retries={"max_attempts": 2, "mode": "standard"},
         connect_timeout=5,
         read_timeout=60,

@@ -27,6 +27,7 @@ from tests.unit.ledger.factories import make_body
 from tests.unit.rollback.fakes import FakeBucket, FakeLakeFS, FakeLedger, FakeProducer, FakeRuntime, sha256
 from worker.config import Settings
 from worker.constants import TOPIC_GOVERNANCE, TOPIC_LINEAGE, TOPIC_ROLLBACK_RESULTS
+from worker.errors import IntegrityError
 from worker.io.dead_letters import Refusal
 from worker.io.rolling_back import roll_back
 from worker.keys import TrustedKeys
@@ -311,6 +312,32 @@ async def test_a_restore_that_does_not_check_out_fails_loudly(world: World) -> N
     assert [r["status"] for r in world.results()][-1] == "failed"
     [event] = world.events()
     assert event["type"] == "rollback.failed" and event["reason"] == result.reason
+
+
+class _StacRefusingBucket(FakeBucket):
+    """Refuses every published STAC document, as a bucket whose policy forbids the prefix would."""
+
+    async def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        if "/stac/" in key:
+            raise IntegrityError(f"s3: put {key}: AccessDenied")
+        return await super().put(key, data, if_none_match=if_none_match, if_match=if_match)
+
+
+async def test_publishing_and_check_failing_together_report_the_publishing_and_record_nothing(
+    world: World,
+) -> None:
+    """The STAC publishing and the check run at once; when both fail, the error reported is the
+    publishing's (step 4 before step 5, whatever the timing), and no story is recorded."""
+    lossy = _LossyLakeFS(REPO)
+    lossy.__dict__.update(world.lakefs.__dict__)
+    world.rt.lakefs = lossy
+    world.rt.bucket = _StacRefusingBucket(BUCKET, world.rt.bucket.objects)
+    req = world.request("revert")
+    result = await world.roll_back(req)
+    assert result.status == "failed" and result.final
+    assert result.reason == f"s3: put rollbacks/{req.request_id}/stac/stac/catalog.json: AccessDenied"
+    assert f"rollbacks/{req.request_id}/story.json" not in world.rt.bucket.objects
+    assert world.stored(req.request_id, "result.json")["status"] == "failed"
 
 
 async def test_a_model_from_an_unreachable_bucket_fails_the_rollback(world: World, tmp_path: Path) -> None:
