@@ -108,6 +108,8 @@ app = faust.App(
     # Faust sets up the root logger when its worker starts: with our JSON formatter (worker/logs.py).
     logging_config=stdlib_config(settings.log_level),
 )
+# What /readyz knows of the agents: each one's errors, and each saying it runs (worker/health.py).
+agent_states = health.AgentStates()
 
 events_topic = app.topic(settings.topic(TOPIC_EVENTS), value_type=bytes, key_type=bytes)
 candidates_topic = app.topic(settings.topic(TOPIC_INDEX_CANDIDATES), value_type=bytes, key_type=bytes)
@@ -169,8 +171,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 @app.agent(events_topic, concurrency=2)
+@agent_states.watch
 async def bundler(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """One bundle (and one index candidate) per commit event."""
+    agent_states.running(bundler.name)
     async for event in stream.events():
         try:
             await handle_commit_event(await runtime(), event.value, _source("bundler", event))
@@ -186,16 +190,22 @@ def _source(agent: str, event: faust.types.EventT[bytes]) -> Source:
     return Source(agent, m.topic, m.partition, m.offset, m.key, pairs)
 
 
-@app.agent(candidates_topic)
-async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-    """The only writer of the ledger; its topic has exactly one partition."""
-    topic = settings.topic(TOPIC_INDEX_CANDIDATES)
+async def _settled_partition_count(topic: str) -> int | None:
     count = await partition_count(settings.kafka, topic)
     for _ in range(50):  # a just-created topic can read as 0 partitions for a moment
         if count:
             break
         await asyncio.sleep(0.2)
         count = await partition_count(settings.kafka, topic)
+    return count
+
+
+@app.agent(candidates_topic)
+@agent_states.watch
+async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    """The only writer of the ledger; its topic has exactly one partition."""
+    topic = settings.topic(TOPIC_INDEX_CANDIDATES)
+    count = await _settled_partition_count(topic)
     if count != 1:
         err = ConfigError(f"writer topic {topic} has {count} partitions; it must have exactly 1")
         log.critical("ledger.refusing_to_run", reason=str(err))
@@ -222,6 +232,7 @@ async def ledger_writer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         return store
 
     store = await open_store()
+    agent_states.running(ledger_writer.name)
 
     async def reload_store() -> None:
         nonlocal store
@@ -291,10 +302,12 @@ async def _writer_lag(stream: faust.StreamT[bytes], events: Sequence[faust.types
 
 
 @app.agent(rollback_topic)
+@agent_states.watch
 async def rollback(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
     """Rollback requests, in order per branch (the topic is keyed by repo/branch)."""
     rt = await runtime()
     trusted = TrustedKeys.from_dir(Path(settings.trusted_keys_dir))
+    agent_states.running(rollback.name)
     async for event in stream.events():
         source = _source("rollback", event)
 
@@ -328,7 +341,7 @@ async def http_probes() -> None:
     if not settings.worker_http_port:
         return
     try:
-        runner = await health.serve(settings, app, runtime)
+        runner = await health.serve(settings, app, agent_states, runtime)
     except ConfigError as e:  # the port is taken: the worker must not run without its probes
         log.critical("worker.http_failed", error=str(e))
         await app.crash(e)

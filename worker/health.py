@@ -11,17 +11,19 @@ The signing key is not looked at (a missing key is reported by the agent that ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
+from mode.utils.objects import canonshortname
 
 from worker import metrics
 from worker.config import Settings
 from worker.errors import Error
 from worker.io.runtime import Runtime
 
-__all__ = ["serve"]
+__all__ = ["AgentStates", "serve"]
 
 # Each readiness check gets this long; a dependency slower than that counts as not answering.
 _CHECK_TIMEOUT_S = 5.0
@@ -38,21 +40,56 @@ class _App(_Service, Protocol):
     agents: Any  # Faust's agent manager: a mapping of name to agent
 
 
+_AgentBody = Callable[[Any], AsyncIterator[None]]
+
+
+class AgentStates:
+    """Which agents' coroutines have raised since they last started, for ``/readyz``.
+
+    Why kept here: Faust keeps an agent service up and restarts its actors (the
+    coroutines) when one raises, so the agent's own state does not tell, and it lists
+    the actors only privately (its agents' ``on_error`` hook is taken by the app). So
+    each agent body is wrapped (:meth:`watch`) to note the error before Faust sees it,
+    and says :meth:`running` once its set-up is done: an agent that failed and started
+    again is ready again; one that fails on every start (the ledger writer without its
+    signing key) stays not ready.
+    """
+
+    def __init__(self) -> None:
+        self._failed: dict[str, str] = {}
+
+    def watch(self, fun: _AgentBody) -> _AgentBody:
+        """``fun`` as an agent body whose errors are noted under its agent's name (Faust's own naming)."""
+        name = canonshortname(fun)
+
+        @functools.wraps(fun)
+        async def body(stream: Any) -> AsyncIterator[None]:
+            try:
+                async for _ in fun(stream):
+                    yield None
+            except Exception as e:
+                self._failed[name] = type(e).__name__
+                raise
+
+        return body
+
+    def running(self, name: str) -> None:
+        self._failed.pop(name, None)
+
+    def failed(self, name: str) -> bool:
+        return name in self._failed
+
+
 async def _live(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _agent_problems(app: _App) -> list[str]:
-    """An agent whose coroutine raised (e.g. the ledger writer without its signing key) is not running.
-
-    Faust keeps the agent service up and restarts its actors (the coroutines) when woken, so
-    an actor's own state is what tells; Faust has no public listing of them (``_actors``).
-    """
+def _agent_problems(app: _App, states: AgentStates) -> list[str]:
+    """An agent whose coroutine raised (e.g. the ledger writer without its signing key) is not running."""
     problems = ["worker crashed"] if app.crashed else []
     for name, agent in app.agents.items():
         service: _Service = agent
-        actors: tuple[_Service, ...] = tuple(getattr(agent, "_actors", ()))
-        if service.crashed or any(a.crashed for a in actors):
+        if service.crashed or states.failed(name):
             problems.append(f"agent {name} crashed")
         elif not service.started:
             problems.append(f"agent {name} not started")
@@ -70,9 +107,11 @@ async def _check(name: str, probe: Callable[[], Awaitable[None]]) -> str | None:
     return None
 
 
-def _ready(app: _App, runtime: Callable[[], Awaitable[Runtime]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _ready(
+    app: _App, states: AgentStates, runtime: Callable[[], Awaitable[Runtime]]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def ready(_: web.Request) -> web.Response:
-        problems = _agent_problems(app)
+        problems = _agent_problems(app, states)
         try:
             rt = await runtime()
         except Error as e:
@@ -87,7 +126,9 @@ def _ready(app: _App, runtime: Callable[[], Awaitable[Runtime]]) -> Callable[[we
     return ready
 
 
-async def serve(settings: Settings, app: _App, runtime: Callable[[], Awaitable[Runtime]]) -> web.AppRunner:
+async def serve(
+    settings: Settings, app: _App, states: AgentStates, runtime: Callable[[], Awaitable[Runtime]]
+) -> web.AppRunner:
     """Start the probes and ``/metrics`` on ``KFM_METRICS_HOST:KFM_WORKER_HTTP_PORT``.
 
     Raises:
@@ -97,5 +138,5 @@ async def serve(settings: Settings, app: _App, runtime: Callable[[], Awaitable[R
         settings.metrics_host,
         settings.worker_http_port,
         "KFM_WORKER_HTTP_PORT",
-        {"/healthz": _live, "/readyz": _ready(app, runtime)},
+        {"/healthz": _live, "/readyz": _ready(app, states, runtime)},
     )
