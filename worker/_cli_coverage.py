@@ -195,7 +195,7 @@ def _print_human(
     for e in entries:
         detail = ""
         if e.state == "recorded":
-            detail = f"seq {e.seq}  sha256 {(e.bundle_sha256 or '')[:16]}"
+            detail = f"seq {e.seq}  sha256 {e.bundle_sha256 or ''}"
         elif e.state == "failed":
             detail = f"{'retryable' if e.retryable else 'permanent'}: {e.reason}"
         elif e.state == "pending":

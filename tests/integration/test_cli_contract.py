@@ -196,6 +196,10 @@ def test_coverage_and_reconcile_show_full_ids(env: dict[str, str], recorded: dic
     doc = json.loads(run_kfm(env, "coverage", "--json", "--repo", repo, "--branch", "main", "--grace-s", "100000")
                      .stdout)
     assert doc["ok"] is True and doc["counts"]["recorded"] == 2
+    # The bundle digest in full, as --json gives it: a table cell is something to copy, not a preview.
+    digests = {c["commit"]: c["bundle_sha256"] for c in doc["commits"] if c["state"] == "recorded"}
+    shown = {r.split()[0]: r.split()[r.split().index("sha256") + 1] for r in rows if "sha256" in r.split()}
+    assert shown == digests and all(len(d) == 64 for d in digests.values()), cov.stdout
     lines = run_kfm(env, "reconcile", "--dry-run", "--json", "--repo", f"lakefs://{repo}/main").stdout.splitlines()
     summary = json.loads(lines[-1])
     assert summary["dry_run"] is True and summary["requested"] == len(lines) - 1
