@@ -422,16 +422,27 @@ async def replay(rt: Runtime, trusted: TrustedKeys, scratch: Path, progress: Pro
     state = _Replay(rt, trusted, canonical, archived, report)
     windows: asyncio.Queue[list[bytes] | Exception | None] = asyncio.Queue(maxsize=_REPLAY_WINDOWS_AHEAD)
     feeder = asyncio.create_task(_feed_windows(rt, windows, progress))
+    # One window's lines are written by a thread while the next is matched: a write blocks
+    # (about 5 MB a window) but holds no GIL, so the loop goes on reading and linking.
+    writing: asyncio.Future[None] | None = None
     try:
         while (window := await windows.get()) is not None:
             if isinstance(window, Exception):
                 raise window  # the topic could not be read to its end
-            out.writelines(line + b"\n" for line in await state.take_many(window, pool))
+            lines = await state.take_many(window, pool)
+            chunk = [b"\n".join(lines), b"\n"] if lines else []
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(asyncio.to_thread(out.writelines, chunk))
+        if writing is not None:
+            await writing
     finally:
         feeder.cancel()
         canonical.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])
         await asyncio.to_thread(out.close)
     edge = state.edge
     report.rows, report.root = edge.size, edge.root().hex()
