@@ -17,7 +17,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from worker.bundle._reader import MemberSink
 from worker.bundle.binding import check_recorded
@@ -25,9 +25,11 @@ from worker.bundle.extract import ExtractedBundle, staged_extraction
 from worker.bundle.verify import VerifiedBundle, verify_bundle
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
-from worker.ledger.row import LedgerRow
 from worker.limits import Limits
 from worker.progress import Progress
+
+if TYPE_CHECKING:  # annotations only: `kfm verify --offline` never loads a row
+    from worker.ledger.row import LedgerRow
 
 __all__ = ["CheckedBundle", "LedgerPort", "Proof", "check_bundle"]
 
