@@ -12,6 +12,7 @@ methods return our own frozen records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,43 +200,59 @@ class LakeFS:
         Raises:
             IntegrityError: larger than ``max_bytes`` (the partial file is removed).
         """
+        return await self._call(self._stream, repo, ref, path, max_bytes, dest=dest, progress=progress)
 
-        def _run() -> tuple[int, str]:
-            # The generated SDK reads whole bodies into memory even with
-            # _preload_content=False, so stream through its urllib3 pool.
-            url = f"{self._host}/repositories/{quote(repo, safe='')}/refs/{quote(ref, safe='')}/objects"
-            raw = self._client.rest_client.pool_manager.request(
-                "GET",
-                url,
-                fields={"path": path},
-                headers={"Authorization": self._auth},
-                preload_content=False,
-            )
+    async def hash_object(self, repo: str, ref: str, path: str, max_bytes: int) -> tuple[int, str]:
+        """Stream an object through SHA-256 without keeping it; return (size, sha256 hex).
+
+        A rollback's check re-hashes what it restored and needs nothing else: writing a 1 GiB
+        model to disk only to delete it cost it a second's I/O.
+
+        Raises:
+            IntegrityError: larger than ``max_bytes``.
+        """
+        return await self._call(self._stream, repo, ref, path, max_bytes)
+
+    def _stream(
+        self, repo: str, ref: str, path: str, max_bytes: int, *, dest: Path | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[int, str]:
+        """Blocking: the object's bytes through SHA-256, and into ``dest`` if one is given."""
+        # The generated SDK reads whole bodies into memory even with
+        # _preload_content=False, so stream through its urllib3 pool.
+        url = f"{self._host}/repositories/{quote(repo, safe='')}/refs/{quote(ref, safe='')}/objects"
+        raw = self._client.rest_client.pool_manager.request(
+            "GET",
+            url,
+            fields={"path": path},
+            headers={"Authorization": self._auth},
+            preload_content=False,
+        )
+        try:
+            if raw.status == 404:
+                raise NotFoundError(f"lakeFS object {repo}/{ref}/{path} not found")
+            if raw.status >= 400:
+                err = IntegrityError if raw.status < 500 else TransientError
+                raise err(f"lakeFS get_object {path}: {raw.status}")
+            h, n = hashlib.sha256(), 0
             try:
-                if raw.status == 404:
-                    raise NotFoundError(f"lakeFS object {repo}/{ref}/{path} not found")
-                if raw.status >= 400:
-                    err = IntegrityError if raw.status < 500 else TransientError
-                    raise err(f"lakeFS get_object {path}: {raw.status}")
-                h, n = hashlib.sha256(), 0
-                try:
-                    with dest.open("wb") as f:
-                        for chunk in raw.stream(_CHUNK):
-                            n += len(chunk)
-                            if n > max_bytes:
-                                raise IntegrityError(f"lakeFS object {path} exceeds {max_bytes} bytes")
-                            h.update(chunk)
+                with dest.open("wb") if dest is not None else contextlib.nullcontext() as f:
+                    for chunk in raw.stream(_CHUNK):
+                        n += len(chunk)
+                        if n > max_bytes:
+                            raise IntegrityError(f"lakeFS object {path} exceeds {max_bytes} bytes")
+                        h.update(chunk)
+                        if f is not None:
                             f.write(chunk)
-                            if progress is not None:
-                                progress.advance(len(chunk))
-                except BaseException:
+                        if progress is not None:
+                            progress.advance(len(chunk))
+            except BaseException:
+                if dest is not None:
                     dest.unlink(missing_ok=True)
-                    raise
-            finally:
-                raw.release_conn()
-            return n, h.hexdigest()
-
-        return await self._call(_run)
+                raise
+        finally:
+            raw.release_conn()
+        return n, h.hexdigest()
 
     async def read(self, repo: str, ref: str, path: str, max_bytes: int) -> bytes:
         data = await self._call(self._objects.get_object, repo, ref, path)

@@ -121,7 +121,7 @@ class LakeFSPort(Protocol):
     async def delete_paths(self, repo: str, branch: str, paths: list[str]) -> None: ...
     async def commit(self, repo: str, branch: str, message: str, metadata: dict[str, str] | None = None) -> str: ...
     async def list_objects(self, repo: str, ref: str, prefix: str = "") -> list[ObjectInfo]: ...
-    async def download(self, repo: str, ref: str, path: str, dest: Path, max_bytes: int) -> tuple[int, str]: ...
+    async def hash_object(self, repo: str, ref: str, path: str, max_bytes: int) -> tuple[int, str]: ...
 
 
 class BucketPort(Protocol):
@@ -478,27 +478,28 @@ async def _check(rt: RollbackRuntime, req: RollbackRequest, ref: str, targets: t
         restored, committed = ({o.path: o for o in tree} for tree in listed)
 
     async def check(n: int, t: Target) -> None:
-        dest = tmp / str(n)
-        try:
-            if isinstance(t, S3Target):
+        if isinstance(t, S3Target):
+            dest = tmp / str(n)
+            try:
                 _, got = await rt.bucket.download(t.key, dest, max_bytes)
-                if got != t.sha256:
-                    raise IntegrityError(f"restored s3 object {t.key}: sha256 mismatch")
-                return
-            info = restored.get(t.path)
-            if info is None:
-                raise IntegrityError(f"restored {ref} lacks {t.path}")
-            if t.stac:
-                # STAC in the bundle is the pinned rewrite; the lake holds the original.
-                at_commit = committed.get(t.path)
-                if at_commit is None or at_commit.checksum != info.checksum:
-                    raise IntegrityError(f"restored STAC {t.path} differs from the commit")
-            else:
-                _, got = await rt.lakefs.download(repo, ref, t.path, dest, max_bytes)
-                if got != t.sha256:
-                    raise IntegrityError(f"restored {t.path}: sha256 {got} != manifest {t.sha256}")
-        finally:
-            await asyncio.to_thread(dest.unlink, missing_ok=True)
+            finally:
+                await asyncio.to_thread(dest.unlink, missing_ok=True)
+            if got != t.sha256:
+                raise IntegrityError(f"restored s3 object {t.key}: sha256 mismatch")
+            return
+        info = restored.get(t.path)
+        if info is None:
+            raise IntegrityError(f"restored {ref} lacks {t.path}")
+        if t.stac:
+            # STAC in the bundle is the pinned rewrite; the lake holds the original.
+            at_commit = committed.get(t.path)
+            if at_commit is None or at_commit.checksum != info.checksum:
+                raise IntegrityError(f"restored STAC {t.path} differs from the commit")
+        else:
+            # Hashed as it streams: nothing of the restored tree is written locally.
+            _, got = await rt.lakefs.hash_object(repo, ref, t.path, max_bytes)
+            if got != t.sha256:
+                raise IntegrityError(f"restored {t.path}: sha256 {got} != manifest {t.sha256}")
 
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     try:

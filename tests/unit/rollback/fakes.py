@@ -159,10 +159,9 @@ class FakeLakeFS:
         return [ObjectInfo(path=p, size=len(d), checksum=sha256(d))
                 for p, d in sorted(self.tree(ref).items()) if p.startswith(prefix)]
 
-    async def download(self, repo: str, ref: str, path: str, dest: Path, max_bytes: int) -> tuple[int, str]:
+    async def hash_object(self, repo: str, ref: str, path: str, max_bytes: int) -> tuple[int, str]:
         self._repo_ok(repo)
         data = self.tree(ref)[path]
-        await asyncio.to_thread(dest.write_bytes, data)
         return len(data), sha256(data)
 
 
