@@ -11,6 +11,13 @@
 # needed). The host's CA bundle is mounted over the builder's while it runs pip, so a TLS-
 # inspecting proxy on the way to PyPI is trusted during the build; nothing of it stays in the
 # image. Prints the image name as the only line on stdout; build logs go to stderr.
+#
+# The native ledger scan goes into the image as the host's wheel: deploy/local/build-native.sh
+# builds it (or takes it from .cache/native/) and copies it into deploy/container/wheels/, which
+# the builder stage installs from, so no toolchain enters the image. Without Rust the image runs
+# on the pure Python path, unless KFM_REQUIRE_NATIVE=1 (then this fails); KFM_CONTAINER_NATIVE=0
+# leaves it out. The host must not be newer than the base (bookworm, glibc 2.36) for the wheel to
+# load there: the builder stage checks that it does.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 TARGET=${1:-worker}
@@ -32,12 +39,22 @@ if ! "${B[@]}" inspect --type image "$BASE" >/dev/null 2>&1; then
     mv "$ROOTFS.tmp" "$ROOTFS"
   fi
   ctr=$("${B[@]}" from scratch)
+  trap '"${B[@]}" umount "$ctr" >/dev/null 2>&1; "${B[@]}" rm "$ctr" >/dev/null 2>&1' EXIT  # if a step fails
   mnt=$("${B[@]}" mount "$ctr")
   cp -a "$ROOTFS"/. "$mnt"/
   "${B[@]}" umount "$ctr" >/dev/null
   "${B[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash "$ctr"
   "${B[@]}" commit -q "$ctr" "$BASE" >&2
   "${B[@]}" rm "$ctr" >/dev/null
+  trap - EXIT
+fi
+
+WHEELS="$ROOT/deploy/container/wheels"
+rm -f "$WHEELS"/kfm_scan-*.whl
+if [[ "${KFM_CONTAINER_NATIVE:-1}" != 0 ]]; then
+  PY="$ROOT/.venv/bin/python"
+  [[ -x "$PY" ]] || PY=python3
+  "$ROOT/deploy/local/build-native.sh" --wheel "$WHEELS" "$PY" >&2
 fi
 
 # --format docker: the OCI image format has no HEALTHCHECK; --layers: an unchanged stage is reused.

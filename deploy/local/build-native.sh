@@ -3,6 +3,10 @@
 # "The native accelerator") into a wheel and installs it into the venv of PYTHON
 # (default .venv/bin/python). `make venv` runs it.
 #
+#   deploy/local/build-native.sh [PY]               build (or reuse) the wheel, install it into PY's venv
+#   deploy/local/build-native.sh --wheel DIR [PY]   build (or reuse) the wheel and copy it into DIR,
+#                                                   installing nothing (deploy/container/build-local.sh)
+#
 # The wheel is cached in $KFM_CACHE_DIR/native/kfm_scan-HASH/, where HASH covers the
 # crate's sources, Cargo.lock, its pyproject.toml and the Python version, so an
 # unchanged crate is reinstalled (or left alone) without compiling; crates from
@@ -15,6 +19,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${KFM_CACHE_DIR:-$ROOT/.cache}"
+WHEEL_DIR=
+if [[ "${1:-}" == --wheel ]]; then
+  WHEEL_DIR="${2:?--wheel needs a directory}"
+  shift 2
+fi
 PY="${1:-$ROOT/.venv/bin/python}"
 CRATE="$ROOT/native/kfm_scan"
 
@@ -37,7 +46,7 @@ sum=$({
   "$PY" -c 'import sys; print(sys.implementation.cache_tag)'
 } | sha256sum | cut -c1-16)
 stamp="$(dirname "$PY")/../kfm_scan.stamp"
-if [[ "$(cat "$stamp" 2>/dev/null)" == "$sum" ]] && "$PY" -c 'import kfm_scan' 2>/dev/null; then
+if [[ -z "$WHEEL_DIR" && "$(cat "$stamp" 2>/dev/null)" == "$sum" ]] && "$PY" -c 'import kfm_scan' 2>/dev/null; then
   exit 0
 fi
 
@@ -57,6 +66,10 @@ if ! compgen -G "$out/*.whl" >/dev/null; then
   rm -f "$tmp.log"
   echo "built the native ledger scan in $((SECONDS - started)) s" >&2
   rm -rf "$out" && mv "$tmp" "$out"
+fi
+if [[ -n "$WHEEL_DIR" ]]; then
+  mkdir -p "$WHEEL_DIR" && cp "$out"/*.whl "$WHEEL_DIR"/
+  exit 0
 fi
 "$PY" -m pip install -q --no-deps --force-reinstall "$out"/*.whl || give_up "pip could not install the wheel"
 echo "$sum" >"$stamp"
