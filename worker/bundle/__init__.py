@@ -15,7 +15,9 @@ from worker.bundle.attest import (
 )
 from worker.bundle.extract import ExtractedBundle, extract_bundle
 from worker.bundle.manifest import (
+    LEGACY_ZSTD_LEVEL,
     MANIFEST_FORMAT,
+    MANIFEST_FORMAT_V1,
     MANIFEST_NAME,
     BundleManifest,
     BundleMember,
@@ -26,7 +28,9 @@ from worker.bundle.tarzst import BundleDigest, write_bundle
 from worker.bundle.verify import VerifiedBundle, verify_bundle
 
 __all__ = [
+    "LEGACY_ZSTD_LEVEL",
     "MANIFEST_FORMAT",
+    "MANIFEST_FORMAT_V1",
     "MANIFEST_NAME",
     "BundleDigest",
     "BundleManifest",

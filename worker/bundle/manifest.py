@@ -35,7 +35,9 @@ from worker.ids import BranchName, CommitId, RepoId, Sha256Hex
 from worker.utc import format_utc, parse_utc
 
 __all__ = [
+    "LEGACY_ZSTD_LEVEL",
     "MANIFEST_FORMAT",
+    "MANIFEST_FORMAT_V1",
     "MANIFEST_NAME",
     "MAX_COMPONENT_BYTES",
     "MAX_PATH_BYTES",
@@ -46,7 +48,12 @@ __all__ = [
     "show_path",
 ]
 
-MANIFEST_FORMAT: Literal["kfm-rollback-bundle/v1"] = "kfm-rollback-bundle/v1"
+#: The format of new bundles: v1 plus ``zstd_level``, the level the bundle was compressed at.
+MANIFEST_FORMAT: Literal["kfm-rollback-bundle/v2"] = "kfm-rollback-bundle/v2"
+#: Bundles made before the level was recorded (and the golden bundle): no ``zstd_level``.
+MANIFEST_FORMAT_V1: Literal["kfm-rollback-bundle/v1"] = "kfm-rollback-bundle/v1"
+#: The level every v1 bundle the bundler made was compressed at (it was fixed then).
+LEGACY_ZSTD_LEVEL = 10
 #: The reserved name of the first tar member.
 MANIFEST_NAME = "manifest.json"
 #: PATH_MAX is 4096 on Linux; a quarter leaves room for the restore directory.
@@ -139,22 +146,36 @@ class BundleManifest(BaseModel):
         commit_created_at: the commit's creation time, canonical UTC RFC 3339.
             Also every tar member's mtime, so rebuilds are byte-identical.
         members: sorted by path, paths unique; no path is a directory of another.
+        zstd_level: the zstd level the bundle was compressed at (format v2 only;
+            v1 has none and means :data:`LEGACY_ZSTD_LEVEL`). A zstd frame does
+            not record its level, and the level is part of the bundle's bytes, so
+            a rebuild needs it to reproduce them (the bundler's redelivery check).
+            Verification does not depend on it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    format: Literal["kfm-rollback-bundle/v1"]
+    format: Literal["kfm-rollback-bundle/v1", "kfm-rollback-bundle/v2"]
     lakefs_repo: RepoId
     lakefs_branch: BranchName
     lakefs_commit: CommitId
     commit_created_at: str
     members: tuple[BundleMember, ...]
+    zstd_level: Annotated[int, Field(ge=1, le=22)] | None = None
 
     @field_validator("commit_created_at")
     @classmethod
     def _created(cls, v: str) -> str:
         parse_utc(v)
         return v
+
+    @model_validator(mode="after")
+    def _level_matches_format(self) -> Self:
+        if self.format == MANIFEST_FORMAT_V1 and self.zstd_level is not None:
+            raise ValueError(f"zstd_level is not part of format {MANIFEST_FORMAT_V1}")
+        if self.format == MANIFEST_FORMAT and self.zstd_level is None:
+            raise ValueError(f"format {MANIFEST_FORMAT} requires zstd_level")
+        return self
 
     @model_validator(mode="after")
     def _members_sorted_unique(self) -> Self:
@@ -182,20 +203,31 @@ class BundleManifest(BaseModel):
         lakefs_commit: str,
         commit_created_at: datetime,
         members: Iterable[BundleMember],
+        zstd_level: int | None = None,
     ) -> BundleManifest:
         """Build a manifest, sorting members and formatting the timestamp.
+
+        With ``zstd_level`` the manifest is format v2 and records it; without,
+        format v1 (what bundles made before the level was recorded have), so a
+        rebuild of such a bundle gives its bytes again.
 
         Raises:
             ValueError: any field is invalid (pydantic ``ValidationError`` is one).
         """
         return cls(
-            format=MANIFEST_FORMAT,
+            format=MANIFEST_FORMAT if zstd_level is not None else MANIFEST_FORMAT_V1,
             lakefs_repo=lakefs_repo,
             lakefs_branch=lakefs_branch,
             lakefs_commit=lakefs_commit,
             commit_created_at=format_utc(commit_created_at),
             members=tuple(sorted(members, key=lambda m: m.path)),
+            zstd_level=zstd_level,
         )
+
+    @property
+    def compression_level(self) -> int:
+        """The level the bundle was compressed at: recorded (v2) or :data:`LEGACY_ZSTD_LEVEL` (v1)."""
+        return LEGACY_ZSTD_LEVEL if self.zstd_level is None else self.zstd_level
 
     @property
     def commit_mtime(self) -> int:
@@ -209,7 +241,8 @@ class BundleManifest(BaseModel):
 
     def to_bytes(self) -> bytes:
         """The canonical (RFC 8785) encoding: what is stored and hashed."""
-        return canonical_bytes(self.model_dump(mode="json"))
+        # exclude_none: a v1 manifest has no zstd_level key at all, as before v2 existed.
+        return canonical_bytes(self.model_dump(mode="json", exclude_none=True))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BundleManifest:

@@ -215,7 +215,7 @@ def write_bundle(
     files: Mapping[str, Path],
     *,
     mtime: int,
-    zstd_level: int = 10,
+    zstd_level: int | None = None,
     progress: Progress | None = None,
 ) -> BundleDigest:
     """Write the bundle for ``manifest`` to ``out``, streaming.
@@ -232,7 +232,10 @@ def write_bundle(
         mtime: mtime of every tar member; pass ``manifest.commit_mtime`` so
             the bundle depends on the commit, not on when it was built.
         zstd_level: zstd compression level (1-22). Part of the output's
-            identity: rebuilding with another level gives other bytes.
+            identity: rebuilding with another level gives other bytes. Default:
+            the level a v2 manifest records, else 10 (every v1 bundle's); a level
+            that contradicts the manifest's record is refused, so the record
+            cannot lie about the bytes.
         progress: told the members' total size, then each chunk of member
             content as it is compressed (a progress bar; never changes the output).
 
@@ -241,15 +244,19 @@ def write_bundle(
 
     Raises:
         ValueError: ``files`` does not match the manifest, or ``mtime`` or
-            ``zstd_level`` is out of range.
+            ``zstd_level`` is out of range or not the manifest's.
         VerificationError: a staged file is not a regular file, or its size or
             SHA-256 differs from the manifest (it changed under us).
         OSError: a staged file cannot be read, or ``out`` cannot be written.
     """
     if isinstance(mtime, bool) or not isinstance(mtime, int) or not 0 <= mtime <= _MAX_MTIME:
         raise ValueError(f"mtime must be an int in [0, {_MAX_MTIME}]")
+    if zstd_level is None:
+        zstd_level = manifest.compression_level
     if isinstance(zstd_level, bool) or not isinstance(zstd_level, int) or not 1 <= zstd_level <= 22:
         raise ValueError("zstd_level must be an int in [1, 22]")
+    if manifest.zstd_level is not None and zstd_level != manifest.zstd_level:
+        raise ValueError(f"zstd_level {zstd_level} is not the manifest's ({manifest.zstd_level})")
     wanted = {m.path for m in manifest.members}
     missing = sorted(wanted - files.keys())
     extra = sorted(files.keys() - wanted)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.unit.bundle.helpers import COMMIT, make_manifest, member
-from worker.bundle import BundleManifest, check_member_path
+from worker.bundle import LEGACY_ZSTD_LEVEL, MANIFEST_FORMAT, MANIFEST_FORMAT_V1, BundleManifest, check_member_path
 from worker.errors import VerificationError
 
 
@@ -70,7 +70,14 @@ M0 = _doc()["members"][0]
         (b"\xff", "not valid JSON"),
         (b"[]", "<root>"),
         (_canon(_doc(extra=1)), "extra"),
-        (_canon(_doc(format="kfm-rollback-bundle/v2")), "format"),
+        (_canon(_doc(format="kfm-rollback-bundle/v3")), "format"),
+        (_canon(_doc(format="kfm-rollback-bundle/v2")), "requires zstd_level"),
+        (_canon(_doc(zstd_level=3)), "zstd_level is not part of format kfm-rollback-bundle/v1"),
+        (_canon(_doc(zstd_level=None)), "canonical"),
+        (_canon(_doc(format="kfm-rollback-bundle/v2", zstd_level=0)), "zstd_level"),
+        (_canon(_doc(format="kfm-rollback-bundle/v2", zstd_level=23)), "zstd_level"),
+        (_canon(_doc(format="kfm-rollback-bundle/v2", zstd_level="3")), "zstd_level"),
+        (_canon(_doc(format="kfm-rollback-bundle/v2", zstd_level=3.0)), "zstd_level"),
         (_canon(_doc(lakefs_commit="abc")), "lakefs_commit"),
         (_canon(_doc(lakefs_repo="KFM")), "lakefs_repo"),
         (_canon(_doc(lakefs_branch="../x")), "lakefs_branch"),
@@ -110,3 +117,36 @@ def test_constructor_raises_value_error() -> None:
             commit_created_at=datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=1))),
             members=[member("a", b"")],
         )
+
+
+def test_v1_manifest_has_no_level_and_means_10() -> None:
+    """Bundles made before the level was recorded: format v1, no zstd_level key, level 10."""
+    m = make_manifest({"a.txt": b"a"})
+    assert m.format == MANIFEST_FORMAT_V1
+    assert m.zstd_level is None
+    assert m.compression_level == LEGACY_ZSTD_LEVEL == 10
+    assert b"zstd_level" not in m.to_bytes()
+    assert BundleManifest.from_bytes(m.to_bytes()).compression_level == 10
+
+
+@pytest.mark.parametrize("level", [1, 3, 10, 19])
+def test_v2_manifest_records_the_level(level: int) -> None:
+    m = BundleManifest.build(
+        lakefs_repo="kfm-main",
+        lakefs_branch="prod",
+        lakefs_commit=COMMIT,
+        commit_created_at=datetime(2025, 11, 30, 12, tzinfo=UTC),
+        members=[member("a.txt", b"a")],
+        zstd_level=level,
+    )
+    assert m.format == MANIFEST_FORMAT == "kfm-rollback-bundle/v2"
+    data = m.to_bytes()
+    assert json.loads(data)["zstd_level"] == level
+    back = BundleManifest.from_bytes(data)
+    assert back == m
+    assert back.compression_level == level
+    # The same content as v1 apart from the two fields: nothing else changed.
+    v1 = json.loads(make_manifest({"a.txt": b"a"}).to_bytes())
+    assert {k: v for k, v in json.loads(data).items() if k not in ("format", "zstd_level")} == {
+        k: v for k, v in v1.items() if k != "format"
+    }

@@ -17,6 +17,7 @@ from tests.unit.bundle.helpers import (
     COMMIT,
     CREATED,
     build_bundle_bytes,
+    golden_key,
     make_manifest,
     sign_for,
     stage,
@@ -128,6 +129,39 @@ def test_rejects_bad_parameters(tmp_path: Path, kwargs: dict[str, object]) -> No
     m = make_manifest(CONTENTS)
     with pytest.raises(ValueError, match="must be an int"):
         write_bundle(io.BytesIO(), m, stage(tmp_path, CONTENTS), **kwargs)  # type: ignore[arg-type]
+
+
+def _v2(level: int) -> BundleManifest:
+    return BundleManifest.build(lakefs_repo="kfm-main", lakefs_branch="prod", lakefs_commit=COMMIT,
+                                commit_created_at=CREATED, members=make_manifest(CONTENTS).members,
+                                zstd_level=level)
+
+
+def _frame_level_bytes(tmp_path: Path, m: BundleManifest, level: int | None) -> bytes:
+    out = io.BytesIO()
+    write_bundle(out, m, stage(tmp_path, CONTENTS), mtime=m.commit_mtime, zstd_level=level)
+    return out.getvalue()
+
+
+def test_level_defaults_to_the_manifests_record(tmp_path: Path) -> None:
+    """A v2 manifest's level is the one written; a v1 manifest means 10, as every v1 bundle was made."""
+    for level in (1, 3, 10):
+        assert _frame_level_bytes(tmp_path, _v2(level), None) == _frame_level_bytes(tmp_path, _v2(level), level)
+    assert _frame_level_bytes(tmp_path, _v2(1), None) != _frame_level_bytes(tmp_path, _v2(10), None)
+    v1 = make_manifest(CONTENTS)
+    assert _frame_level_bytes(tmp_path, v1, None) == build_bundle_bytes(tmp_path, CONTENTS, level=10)
+
+
+def test_level_contradicting_the_manifest_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^zstd_level 10 is not the manifest's \(3\)$"):
+        _frame_level_bytes(tmp_path, _v2(3), 10)
+
+
+def test_v2_bundle_verifies_like_v1(tmp_path: Path) -> None:
+    data = _frame_level_bytes(tmp_path, _v2(3), None)
+    v = verify_bundle(io.BytesIO(data), sign_for(data), TrustedKeys([golden_key().public_key()]), DEFAULT_LIMITS)
+    assert v.manifest.zstd_level == 3
+    assert v.manifest.compression_level == 3
 
 
 class _Discard:
