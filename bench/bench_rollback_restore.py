@@ -9,8 +9,8 @@ and ``--repeat`` times each:
 - **ours**: one rollback request handled by the agent's own function
   (:func:`worker.io.rolling_back.handle_rollback_request`, in this process, strategy
   ``branch``): download the bundle, verify it and extract it in one pass, plan, claim,
-  create the rollback branch, publish the pinned STAC documents with the rollback while
-  checking the restored tree (every config and model re-hashed from lakeFS), record the result;
+  create the rollback branch, publish the pinned STAC documents with the rollback, check
+  the restored tree (every config and model re-hashed from lakeFS), record the result;
 - **raw**: what a restore of this bundle cannot do without, with the fastest plain clients:
   the bundle downloaded from S3 with boto3's ``download_file`` in one GET, plus the writes
   the agent makes: the same lakeFS branch created through the same API, and the same
@@ -19,7 +19,7 @@ and ``--repeat`` times each:
   in the registry bucket would be, by both.)
 
 Ratio = raw time / ours (1.0 = parity). A breakdown of ours by step (wall time inside each
-of the handler's steps; the STAC publishing and the check overlap) says where the rest goes. Prints a table and writes
+of the handler's steps) says where the rest goes. Prints a table and writes
 ``bench/results/rollback-restore.json``.
 
 Usage: .venv/bin/python bench/bench_rollback_restore.py [--mib 1024] [--repeat 3]

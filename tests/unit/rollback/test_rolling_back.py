@@ -323,11 +323,11 @@ class _StacRefusingBucket(FakeBucket):
         return await super().put(key, data, if_none_match=if_none_match, if_match=if_match)
 
 
-async def test_publishing_and_check_failing_together_report_the_publishing_and_record_nothing(
+async def test_a_refused_stac_publication_fails_the_rollback_before_the_check_and_records_nothing(
     world: World,
 ) -> None:
-    """The STAC publishing and the check run at once; when both fail, the error reported is the
-    publishing's (step 4 before step 5, whatever the timing), and no story is recorded."""
+    """Step 4 before step 5: with the publishing refused and a tree that would not check out
+    either, the reason is the publishing's, and no story is recorded."""
     lossy = _LossyLakeFS(REPO)
     lossy.__dict__.update(world.lakefs.__dict__)
     world.rt.lakefs = lossy
