@@ -130,6 +130,9 @@ class Settings:
     builder_id: str = "https://kfm.local/rollback-registry/worker"
     producer_name: str = "kfm-worker"
     bundle_retries: int = 3
+    # zstd level of new bundles; recorded in each manifest (format v2), so changing it never
+    # makes an earlier bundle look unreproducible (docs/bundles.md#deterministic-bytes).
+    bundle_zstd_level: int = 3
     # Checkpoints: origin ``<checkpoint_name>/<bucket>``, signed under checkpoint_key_name
     # (empty: the origin, as the checkpoint format recommends); verified under that name,
     # under checkpoint_name (the key name of checkpoints signed before) and under
@@ -404,6 +407,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"KFM_HOOKS_METRICS_PORT={s.hooks_metrics_port}: must differ from KFM_HOOKS_PORT")
     if s.hooks_read_timeout_s <= 0:
         raise ConfigError(f"KFM_HOOKS_READ_TIMEOUT_S={s.hooks_read_timeout_s}: must be positive")
+    if not 1 <= s.bundle_zstd_level <= 19:
+        raise ConfigError(f"KFM_BUNDLE_ZSTD_LEVEL={s.bundle_zstd_level}: between 1 and 19")
     _validate_reconcile(s)
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"KFM_LOG_LEVEL={s.log_level!r}: one of DEBUG, INFO, WARNING, ERROR")

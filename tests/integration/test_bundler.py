@@ -8,6 +8,7 @@ byte-identically, verify, and fail verification when tampered with.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from tests.integration.helpers import (
     free_port,
     hooks_server,
     isolated_registry,
+    ledger_jsonl,
     read_since,
     run_kfm,
     unique,
@@ -39,6 +42,11 @@ from worker._internal.s3 import open_bucket
 from worker.bundle.extract import extract_bundle
 from worker.config import Settings, load_settings
 from worker.constants import TOPIC_DEAD_LETTER, TOPIC_GOVERNANCE, TOPIC_INDEX_CANDIDATES
+from worker.events import CommitEvent
+from worker.io import bundling
+from worker.io.handlers import signing_key
+from worker.io.runtime import Runtime
+from worker.io.staging import stage_commit
 
 pytestmark = pytest.mark.stack
 
@@ -307,3 +315,102 @@ async def test_trace_continues_from_webhook_and_lineage_is_emitted(
     assert {"bundle", "bundle.freeze", "bundle.stac", "bundle.configs", "bundle.models", "bundle.package"} <= {
         s["name"] for s in spans
     }
+
+
+async def _bundle_as_before_v2(
+    settings: Settings, repo: str, commit: str, monkeypatch: pytest.MonkeyPatch, *, attest: bool
+) -> str:
+    """Store the commit's bundle as the bundler did before the level was recorded: manifest
+    format v1 at zstd level 10 (its bytes are pinned by the golden bundle's tests). With
+    ``attest``, the whole run (bundle, evidence, attestation); without, the bundle alone, as a
+    crash after its upload left it. Returns the stored bundle's SHA-256."""
+    event = CommitEvent(source="checkpoint", repository_id=repo, branch_id="main", commit_id=commit,
+                        event_time=datetime.now(UTC))
+
+    async def build_v1(rt: Runtime, event: CommitEvent, work: Path, steps: object = None) -> bundling.BuiltBundle:
+        staged = await stage_commit(rt, event, work / "staging")
+        return await bundling.package(event, staged, None, work / f"{event.commit_id}.tar.zst")
+
+    async with await Runtime.open(settings) as rt:
+        if attest:
+            with monkeypatch.context() as m:
+                m.setattr(bundling, "build_bundle", build_v1)
+                published = await bundling.bundle_and_upload(rt, event, signing_key(rt))
+            return published.bundle_sha256
+        built = await build_v1(rt, event, rt.work_dir / f"v1-{commit[:12]}")
+        await rt.bucket.upload_file(f"artifacts/{commit}.tar.zst", built.path)
+        return built.sha256
+
+
+def _manifest_of(path: Path) -> dict[str, object]:
+    return json.loads(_members(path)["manifest.json"])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("attested", [True, False], ids=["whole-run", "bundle-only"])
+async def test_commit_bundled_at_level_10_before_the_level_was_recorded_is_recognised_on_redelivery(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str, tmp_path: Path, attested: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit bundled by the earlier bundler (format v1, level 10), redelivered to this one
+    (default level 3, format v2): the stored bundle is the bundle (same digest, untouched), the
+    candidate and the ledger row name it, nothing is dead-lettered, and it verifies."""
+    assert settings.bundle_zstd_level == 3
+    repo = unique("v1level")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    commit = await populate(lakefs, repo)
+    stored_sha = await _bundle_as_before_v2(settings, repo, commit, monkeypatch, attest=attested)
+    before = tmp_path / "before.tar.zst"
+    await _download(settings, f"artifacts/{commit}.tar.zst", before)
+    manifest = _manifest_of(before)
+    assert manifest["format"] == "kfm-rollback-bundle/v1" and "zstd_level" not in manifest
+
+    start_c = await _offsets(settings, TOPIC_INDEX_CANDIDATES)
+    start_d = await _offsets(settings, TOPIC_DEAD_LETTER)
+    run_kfm(env, "checkpoint", "--repo", repo, "--ref", commit)  # the event, delivered (again)
+    cands = [c for c in await _candidates(settings, start_c, want=1) if c["body"]["lakefs_commit"] == commit]
+    assert cands and cands[0]["bundle_sha256"] == stored_sha
+
+    after = tmp_path / f"{commit}.tar.zst"
+    await _download(settings, f"artifacts/{commit}.tar.zst", after)
+    assert after.read_bytes() == before.read_bytes()
+    async with open_bucket(settings) as b:
+        envelope = (await b.get(f"attestations/{commit}.intoto.json", 1 << 20))[0]
+    statement = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+    assert statement["subject"][0]["digest"]["sha256"] == stored_sha
+    ok = run_kfm(env, "verify", f"s3://{settings.s3_bucket}/artifacts/{commit}.tar.zst", "--offline")
+    assert ok.stdout.startswith("OK:") and stored_sha in ok.stdout
+
+    # Once more: still the same bundle, still one ledger row for the commit.
+    run_kfm(env, "checkpoint", "--repo", repo, "--ref", commit)
+    cands = [c for c in await _candidates(settings, start_c, want=2) if c["body"]["lakefs_commit"] == commit]
+    assert [c["bundle_sha256"] for c in cands] == [stored_sha, stored_sha]
+    dead = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_DEAD_LETTER), start_d, want=1, timeout=3)
+    assert not [h for _, _, h in dead if commit.encode() in dict(h).get("kfm-dl-message", b"")], dead
+    uri = f"s3://{settings.s3_bucket}/artifacts/{commit}.tar.zst"
+    for _ in range(60):
+        online = run_kfm(env, "verify", uri, check=False)
+        if online.returncode == 0:
+            break
+        await asyncio.sleep(1)
+    assert online.returncode == 0 and "included in the signed checkpoint" in online.stdout, online.stdout
+    rows = [json.loads(line) for line in (await ledger_jsonl(settings)).splitlines()]
+    assert [r["checksums"]["artifact_sha256"] for r in rows if r.get("lakefs_commit") == commit] == [stored_sha]
+
+
+async def test_new_bundle_records_the_configured_level_and_verifies(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, tmp_path: Path
+) -> None:
+    """`kfm bundle build` at the default (3) and at KFM_BUNDLE_ZSTD_LEVEL=10: each manifest says
+    its level, and each rebuild at its level is byte-identical."""
+    repo = unique("level")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    commit = await populate(lakefs, repo)
+    outs = {}
+    for level, extra in ((3, {}), (10, {"KFM_BUNDLE_ZSTD_LEVEL": "10"})):
+        for i in (1, 2):
+            out = tmp_path / f"{level}-{i}.tar.zst"
+            run_kfm({**env, **extra}, "bundle", "build", "--repo", repo, "--ref", commit, "--out", str(out))
+            manifest = _manifest_of(out)
+            assert manifest["format"] == "kfm-rollback-bundle/v2" and manifest["zstd_level"] == level
+            outs[level, i] = out.read_bytes()
+    assert outs[3, 1] == outs[3, 2] and outs[10, 1] == outs[10, 2] and outs[3, 1] != outs[10, 1]

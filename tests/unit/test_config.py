@@ -20,6 +20,8 @@ def test_empty_env_gives_defaults() -> None:
     assert (s.kafka_bootstrap, s.lakefs_endpoint, s.s3_endpoint, s.s3_bucket) == ("", "", "", "")
     assert s.kafka.security_protocol == "PLAINTEXT"
     assert s.hooks_port == 18080
+    assert s.bundle_zstd_level == 3  # docs/performance.md#bundle-paths: same size as 10, less CPU
+    assert load_settings({"KFM_BUNDLE_ZSTD_LEVEL": "10"}).bundle_zstd_level == 10
 
 
 def test_none_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,6 +79,9 @@ def test_limit_variables() -> None:
         ({"KFM_HOOKS_PORT": "0"}, "KFM_HOOKS_PORT=0: not a TCP port"),
         ({"KFM_HOOKS_PORT": "65536"}, "KFM_HOOKS_PORT=65536: not a TCP port"),
         ({"KFM_LOG_LEVEL": "TRACE"}, "KFM_LOG_LEVEL='TRACE': one of"),
+        ({"KFM_BUNDLE_ZSTD_LEVEL": "0"}, "KFM_BUNDLE_ZSTD_LEVEL=0: between 1 and 19"),
+        ({"KFM_BUNDLE_ZSTD_LEVEL": "22"}, "KFM_BUNDLE_ZSTD_LEVEL=22: between 1 and 19"),
+        ({"KFM_BUNDLE_ZSTD_LEVEL": "fast"}, "KFM_BUNDLE_ZSTD_LEVEL='fast': not an integer"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_variable(env: dict[str, str], message: str) -> None:

@@ -28,6 +28,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from worker import metrics
+from worker.bundle._reader import DiscardSink, read_bundle
 from worker.bundle.attest import build_statement, sign_statement, verify_envelope
 from worker.bundle.manifest import BundleManifest
 from worker.bundle.tarzst import write_bundle
@@ -37,7 +38,7 @@ from worker.constants import (
     ATTESTATIONS_PREFIX,
     EVIDENCE_PREFIX,
 )
-from worker.errors import AlreadyExistsError, IntegrityError
+from worker.errors import AlreadyExistsError, IntegrityError, VerificationError
 from worker.events import CommitEvent
 from worker.evidence import EnergyModel, measure, spans_to_otlp_json
 from worker.evidence.lineage import bundle_events
@@ -46,15 +47,15 @@ from worker.io.lineage import publish_lineage
 from worker.io.runtime import Runtime
 from worker.io.staging import Staged, stage_commit
 from worker.keys import TrustedKeys
+from worker.limits import Limits
 from worker.progress import Progress, Steps
 from worker.rollback.outcome import bundle_span
 from worker.tracing import trace_buffer
 
-__all__ = ["BuiltBundle", "PublishedBundle", "build_bundle", "bundle_and_upload", "keys_of"]
+__all__ = ["BuiltBundle", "PublishedBundle", "build_bundle", "bundle_and_upload", "keys_of", "package"]
 
 log = structlog.get_logger("kfm.bundler")
 tracer = trace.get_tracer("kfm.bundler")
-ZSTD_LEVEL = 10
 
 
 @dataclass(frozen=True)
@@ -91,31 +92,78 @@ def keys_of(private: Ed25519PrivateKey) -> TrustedKeys:
 
 
 async def build_bundle(rt: Runtime, event: CommitEvent, work: Path, steps: Steps | None = None) -> BuiltBundle:
-    """Stage the commit and write its deterministic ``.tar.zst`` into ``work``; ``steps`` (the
-    CLI's progress bars) gets one bar for the download and one for the compression."""
+    """Stage the commit and write its deterministic ``.tar.zst`` into ``work`` at
+    ``KFM_BUNDLE_ZSTD_LEVEL``; ``steps`` (the CLI's progress bars) gets one bar for the
+    download and one for the compression."""
     with _step(steps, "download") as progress:
         staged = await stage_commit(rt, event, work / "staging", progress)
+    return await package(event, staged, rt.settings.bundle_zstd_level, work / f"{event.commit_id}.tar.zst", steps)
+
+
+async def package(
+    event: CommitEvent, staged: Staged, zstd_level: int | None, out: Path, steps: Steps | None = None
+) -> BuiltBundle:
+    """Write the bundle of the staged commit to ``out``: manifest format v2 recording
+    ``zstd_level``, or with ``None`` format v1 at level 10 (how bundles were made before the
+    level was recorded: a rebuild of one of them gives its bytes again)."""
     manifest = BundleManifest.build(
         lakefs_repo=event.repository_id,
         lakefs_branch=event.branch_id,
         lakefs_commit=event.commit_id,
         commit_created_at=staged.commit.creation_date,
         members=staged.members,
+        zstd_level=zstd_level,
     )
-    out = work / f"{event.commit_id}.tar.zst"
     with tracer.start_as_current_span("bundle.package") as span:
 
         def _package(progress: Progress | None) -> tuple[str, int]:
             with out.open("wb") as f:
-                d = write_bundle(f, manifest, staged.files, mtime=manifest.commit_mtime, zstd_level=ZSTD_LEVEL,
-                                 progress=progress)
+                d = write_bundle(f, manifest, staged.files, mtime=manifest.commit_mtime, progress=progress)
             return d.sha256, d.size
 
         with _step(steps, "compress") as progress:
             digest, size = await asyncio.to_thread(_package, progress)
         span.set_attribute("kfm.bundle_sha256", digest)
         span.set_attribute("kfm.bundle_bytes", size)
+        span.set_attribute("kfm.zstd_level", manifest.compression_level)
     return BuiltBundle(manifest, out, digest, size, staged)
+
+
+@dataclass(frozen=True)
+class _RunRecord:
+    """One run's record of the bundle it stores: lineage, evidence (key -> bytes), signed attestation."""
+
+    lineage: list[dict[str, Any]]
+    evidence: dict[str, bytes]
+    envelope: bytes
+
+
+def _run_record(
+    rt: Runtime, event: CommitEvent, built: BuiltBundle, run_id: str, *, times: tuple[datetime, datetime],
+    run_evidence: Mapping[str, bytes], signing_key: Ed25519PrivateKey,
+) -> _RunRecord:
+    commit = event.commit_id
+    started, finished = times
+    lineage = bundle_events(
+        repository=event.repository_id, commit=commit,
+        artifact_uri=rt.bucket.uri(f"{ARTIFACTS_PREFIX}{commit}.tar.zst"),
+        sha256=built.sha256, run_id=run_id, started=started, finished=finished,
+    )
+    files = {"openlineage.json": canonical_bytes(lineage), **run_evidence}
+    ev_prefix = f"{EVIDENCE_PREFIX}{commit}/{run_id}/"
+    statement = build_statement(
+        bundle_sha256=built.sha256,
+        lakefs_repo=event.repository_id,
+        lakefs_branch=event.branch_id,
+        lakefs_commit=commit,
+        builder_id=rt.settings.builder_id,
+        invocation_id=run_id,
+        started_on=started,
+        finished_on=finished,
+        byproducts={ev_prefix + name: sha256_hex(data) for name, data in files.items()},
+    )
+    return _RunRecord(lineage, {ev_prefix + name: data for name, data in files.items()},
+                      sign_statement(statement, signing_key))
 
 
 def _step(steps: Steps | None, label: str) -> AbstractContextManager[Progress | None]:
@@ -143,8 +191,7 @@ async def bundle_and_upload(
         started = datetime.now(UTC)
         with tracer.start_as_current_span("bundle", context=parent) as root:
             trace_id_int = root.get_span_context().trace_id
-            trace_id = format(trace_id_int, "032x")
-            structlog.contextvars.bind_contextvars(trace_id=trace_id)
+            structlog.contextvars.bind_contextvars(trace_id=format(trace_id_int, "032x"))
             root.set_attribute("lakefs.repository", event.repository_id)
             root.set_attribute("lakefs.commit", commit)
             with measure(energy_model) as energy:
@@ -152,56 +199,56 @@ async def bundle_and_upload(
         finished = datetime.now(UTC)
         metrics.BUNDLE_BUILD_SECONDS.observe((finished - started).total_seconds())
         metrics.BUNDLE_BYTES.observe(built.size)
-        artifact_key = f"{ARTIFACTS_PREFIX}{commit}.tar.zst"
-        lineage = bundle_events(
-            repository=event.repository_id, commit=commit, artifact_uri=rt.bucket.uri(artifact_key),
-            sha256=built.sha256, run_id=run_id, started=started, finished=finished,
-        )
-        evidence = {
-            "openlineage.json": canonical_bytes(lineage),
+        # The trace is taken once: a second run record (below) carries the same spans.
+        run_evidence = {
             "otel-trace.json": canonical_bytes(
                 spans_to_otlp_json(trace_buffer().take(trace_id_int), "kfm-worker")
             ),
             "energy.json": canonical_bytes(energy.to_json()),
         }
-        ev_prefix = f"{EVIDENCE_PREFIX}{commit}/{run_id}/"
-        statement = build_statement(
-            bundle_sha256=built.sha256,
-            lakefs_repo=event.repository_id,
-            lakefs_branch=event.branch_id,
-            lakefs_commit=commit,
-            builder_id=rt.settings.builder_id,
-            invocation_id=run_id,
-            started_on=started,
-            finished_on=finished,
-            byproducts={ev_prefix + name: sha256_hex(data) for name, data in evidence.items()},
-        )
-        envelope = sign_statement(statement, signing_key)
+
+        def run_record(built: BuiltBundle, run_id: str) -> _RunRecord:
+            return _run_record(rt, event, built, run_id, times=(started, finished), run_evidence=run_evidence,
+                               signing_key=signing_key)
+
+        record = run_record(built, run_id)
 
         with tracer.start_as_current_span("bundle.upload", context=parent):
             # What this run stored itself under If-None-Match: the store holds exactly these bytes.
-            written = {ev_prefix + name: data for name, data in evidence.items()}
+            written = dict(record.evidence)
+            stored = built
 
             async def _artifact() -> None:
+                nonlocal stored
                 try:
-                    await rt.bucket.upload_file(artifact_key, built.path)
+                    await rt.bucket.upload_file(f"{ARTIFACTS_PREFIX}{commit}.tar.zst", built.path)
                 except AlreadyExistsError:
-                    await _check_existing_bundle(rt, artifact_key, built.sha256, work)
+                    stored = await _check_existing_bundle(rt, event, built, work)
 
             # The evidence and the bundle do not depend on each other: they go up together
             # (one round trip on the way to the ledger row, not four); the attestation,
             # which names them all, only once they are all stored.
             await _together(*(rt.bucket.put(key, data, if_none_match=True) for key, data in written.items()),
                             _artifact())
+            if stored is not built:
+                # The stored bundle is this commit's at another level (made before a level change):
+                # it is the bundle, and this run's record must name its bytes. The evidence just
+                # written names the rebuild and stays unreferenced, as a redelivered run's does.
+                built = stored
+                run_id = str(uuid.uuid4())
+                structlog.contextvars.bind_contextvars(run_id=run_id)
+                record = run_record(built, run_id)
+                await _together(*(rt.bucket.put(k, data, if_none_match=True) for k, data in record.evidence.items()))
+                written.update(record.evidence)
             # A crash here leaves a bundle without its attestation: the redelivered event finishes it.
             fault_point("bundle.after_artifact")
             att_key = f"{ATTESTATIONS_PREFIX}{commit}.intoto.json"
             try:
-                await rt.bucket.put(att_key, envelope, if_none_match=True)
-                written[att_key] = envelope
+                await rt.bucket.put(att_key, record.envelope, if_none_match=True)
+                written[att_key] = record.envelope
             except AlreadyExistsError:
                 log.info("bundle.attestation_exists", key=att_key)
-        await publish_lineage(rt, lineage, run_id)
+        await publish_lineage(rt, record.lineage, run_id)
         return await published_from_registry(rt, event, keys_of(signing_key), built, written)
     finally:
         structlog.contextvars.unbind_contextvars("commit_id", "repository_id", "run_id", "trace_id")
@@ -221,14 +268,42 @@ async def _together(*jobs: Awaitable[object]) -> None:
         raise
 
 
-async def _check_existing_bundle(rt: Runtime, key: str, digest: str, work: Path) -> None:
-    """A stored bundle must be byte-identical to the rebuild, or it is an incident."""
-    _, existing = await rt.bucket.download(key, work / "existing.tar.zst", rt.settings.limits.max_bundle_bytes)
-    if existing != digest:
-        raise IntegrityError(
-            f"stored bundle {key} has sha256 {existing}, the rebuild has {digest}: not reproducible or tampered"
-        )
-    log.info("bundle.exists_identical", key=key)
+async def _check_existing_bundle(rt: Runtime, event: CommitEvent, built: BuiltBundle, work: Path) -> BuiltBundle:
+    """The stored bundle must be the rebuild, byte for byte, or it is an incident.
+
+    A level change (``KFM_BUNDLE_ZSTD_LEVEL``, or format v1 to v2) changes the bytes of a
+    rebuild but not the bundle: the stored manifest says how it was made (its level, or
+    none: v1 at level 10), so the commit is packaged again that way from the files staged
+    for this run and must then give the stored bytes exactly. Returns the bundle that
+    matches the stored one (``built`` itself, or that second packaging).
+    """
+    key = f"{ARTIFACTS_PREFIX}{event.commit_id}.tar.zst"
+    existing_path = work / "existing.tar.zst"
+    _, existing = await rt.bucket.download(key, existing_path, rt.settings.limits.max_bundle_bytes)
+    if existing == built.sha256:
+        log.info("bundle.exists_identical", key=key)
+        return built
+    try:
+        stored = await asyncio.to_thread(_stored_manifest, existing_path, rt.settings.limits)
+    except VerificationError as e:
+        raise IntegrityError(f"stored bundle {key} has sha256 {existing}, the rebuild has {built.sha256},"
+                             f" and it does not read as a bundle: {e}") from e
+    if (stored.format, stored.zstd_level) != (built.manifest.format, built.manifest.zstd_level):
+        again = await package(event, built.staged, stored.zstd_level, work / "again.tar.zst")
+        if again.sha256 == existing:
+            log.info("bundle.exists_identical", key=key, zstd_level=stored.compression_level,
+                     format=stored.format)
+            return again
+    raise IntegrityError(
+        f"stored bundle {key} has sha256 {existing}, the rebuild has {built.sha256}"
+        f" (at the stored bundle's level {stored.compression_level}): not reproducible or tampered"
+    )
+
+
+def _stored_manifest(path: Path, limits: Limits) -> BundleManifest:
+    """Read (and check) the manifest of a downloaded bundle: one pass, members discarded."""
+    with path.open("rb") as f:
+        return read_bundle(f, limits, DiscardSink()).manifest
 
 
 async def published_from_registry(
