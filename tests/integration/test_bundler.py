@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -346,23 +347,34 @@ def _manifest_of(path: Path) -> dict[str, object]:
     return json.loads(_members(path)["manifest.json"])  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("attested", [True, False], ids=["whole-run", "bundle-only"])
+@pytest.mark.parametrize(("stored_as", "attested"), [("v1", True), ("v1", False), ("v2-level-10", True)],
+                         ids=["v1-whole-run", "v1-bundle-only", "v2-level-10"])
 async def test_commit_bundled_at_level_10_before_the_level_was_recorded_is_recognised_on_redelivery(
-    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str, tmp_path: Path, attested: bool,
-    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str, tmp_path: Path, stored_as: str,
+    attested: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A commit bundled by the earlier bundler (format v1, level 10), redelivered to this one
-    (default level 3, format v2): the stored bundle is the bundle (same digest, untouched), the
-    candidate and the ledger row name it, nothing is dead-lettered, and it verifies."""
+    """A commit bundled by the earlier bundler (format v1, level 10), or by this one while
+    KFM_BUNDLE_ZSTD_LEVEL was 10, redelivered to a worker at the default level 3: the stored
+    bundle is the bundle (same digest, untouched), the candidate and the ledger row name it,
+    nothing is dead-lettered, and it verifies."""
     assert settings.bundle_zstd_level == 3
     repo = unique("v1level")
     await lakefs.create_repository(repo, f"local://{repo}")
     commit = await populate(lakefs, repo)
-    stored_sha = await _bundle_as_before_v2(settings, repo, commit, monkeypatch, attest=attested)
+    if stored_as == "v1":
+        stored_sha = await _bundle_as_before_v2(settings, repo, commit, monkeypatch, attest=attested)
+    else:
+        async with await Runtime.open(replace(settings, bundle_zstd_level=10)) as rt:
+            event = CommitEvent(source="checkpoint", repository_id=repo, branch_id="main", commit_id=commit,
+                                event_time=datetime.now(UTC))
+            stored_sha = (await bundling.bundle_and_upload(rt, event, signing_key(rt))).bundle_sha256
     before = tmp_path / "before.tar.zst"
     await _download(settings, f"artifacts/{commit}.tar.zst", before)
     manifest = _manifest_of(before)
-    assert manifest["format"] == "kfm-rollback-bundle/v1" and "zstd_level" not in manifest
+    if stored_as == "v1":
+        assert manifest["format"] == "kfm-rollback-bundle/v1" and "zstd_level" not in manifest
+    else:
+        assert manifest["format"] == "kfm-rollback-bundle/v2" and manifest["zstd_level"] == 10
 
     start_c = await _offsets(settings, TOPIC_INDEX_CANDIDATES)
     start_d = await _offsets(settings, TOPIC_DEAD_LETTER)
@@ -414,3 +426,26 @@ async def test_new_bundle_records_the_configured_level_and_verifies(
             assert manifest["format"] == "kfm-rollback-bundle/v2" and manifest["zstd_level"] == level
             outs[level, i] = out.read_bytes()
     assert outs[3, 1] == outs[3, 2] and outs[10, 1] == outs[10, 2] and outs[3, 1] != outs[10, 1]
+
+
+async def test_a_stored_bundle_no_rebuild_gives_is_refused(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str
+) -> None:
+    """What is stored under the commit's name is not a bundle any level gives: an integrity
+    incident (dead letter), no candidate, the stored object left as it is."""
+    repo = unique("junk")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    commit = await populate(lakefs, repo)
+    async with open_bucket(settings) as b:
+        await b.put(f"artifacts/{commit}.tar.zst", b"not a bundle")
+    start_c = await _offsets(settings, TOPIC_INDEX_CANDIDATES)
+    start_d = await _offsets(settings, TOPIC_DEAD_LETTER)
+    run_kfm(env, "checkpoint", "--repo", repo, "--ref", commit)
+    dead = await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_DEAD_LETTER), start_d, want=1, timeout=90)
+    msgs = [dict(h) for _, _, h in dead if commit.encode() in dict(h).get("kfm-dl-message", b"")]
+    assert msgs and msgs[0]["kfm-dl-reason"] == b"failed", dead
+    assert b"does not read as a bundle" in msgs[0]["kfm-dl-message"]
+    assert not [c for c in await _candidates(settings, start_c, want=1, timeout=3)
+                if c["body"]["lakefs_commit"] == commit]
+    async with open_bucket(settings) as b:
+        assert (await b.get(f"artifacts/{commit}.tar.zst", 1 << 20))[0] == b"not a bundle"

@@ -4,8 +4,10 @@ The bundle bytes depend only on the commit (so a rebuild is byte-identical);
 run evidence (OpenLineage, OTel spans, energy/carbon) is stored beside it under
 ``evidence/<commit>/<run>/`` and bound to it by digest in the signed
 attestation. Uploads are conditional: the first complete upload of a commit
-wins, and a later run that produced the same digest reuses it, so a crash or a
-redelivery at any point converges to one bundle and one index candidate.
+wins, and a later run that produced the same digest reuses it (packaging the
+commit again at the stored bundle's own zstd level first, when the level has
+changed since), so a crash or a redelivery at any point converges to one bundle
+and one index candidate.
 """
 
 from __future__ import annotations
