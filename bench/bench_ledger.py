@@ -71,7 +71,7 @@ import orjson  # noqa: E402
 import rfc8785  # noqa: E402
 from _stack import stack_env  # noqa: E402
 
-from worker._internal.s3 import Bucket, open_bucket  # noqa: E402
+from worker._internal.s3 import Bucket, bulk_reader, open_bucket  # noqa: E402
 from worker.canonical import canonical_bytes  # noqa: E402
 from worker.config import Settings, load_settings  # noqa: E402
 from worker.constants import LEDGER_CHECKPOINT_KEY, LEDGER_HEAD_KEY, TOPIC_INDEX_CANDIDATES  # noqa: E402
@@ -665,14 +665,15 @@ async def raw_baseline(bucket: Any, trusted: TrustedKeys, name: str) -> tuple[in
     """Fetch the same bundles the same way verify does, and hash them: SHA-256 of
     every line, its RFC 6962 leaf hash, the Merkle tree; (rows, seconds)."""
     t0 = time.perf_counter()
-    reader = LedgerReader(bucket, trusted, name)
-    cp, _ = await reader.checkpoint()
-    edge = TreeEdge()
-    sha256 = hashlib.sha256
-    async for _, data in reader.bundles(0, cp.size):
-        for line in data.split(b"\n")[:-1]:
-            sha256(line).digest()
-            edge.append(sha256(b"\x00" + line).digest())
+    async with bulk_reader(bucket) as bulk:  # verify's own reads of bundles
+        reader = LedgerReader(bucket, trusted, name, bulk=bulk)
+        cp, _ = await reader.checkpoint()
+        edge = TreeEdge()
+        sha256 = hashlib.sha256
+        async for _, data in reader.bundles(0, cp.size):
+            for line in data.split(b"\n")[:-1]:
+                sha256(line).digest()
+                edge.append(sha256(b"\x00" + line).digest())
     if edge.root() != cp.root:
         raise AssertionError("baseline: root differs from the checkpoint")
     return edge.size, time.perf_counter() - t0

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker._internal.kafka import read_partition
+from worker._internal.s3 import bulk_reader
 from worker.constants import CHECKPOINTS_PREFIX, LEDGER_HEAD_KEY, META_PREFIX, TOPIC_INDEX_CANDIDATES
 from worker.errors import IntegrityError, VerificationError
-from worker.io.ledger_reader import LedgerReader, checkpoint_key, commit_key, verify_note
+from worker.io.ledger_reader import BulkGet, LedgerReader, checkpoint_key, commit_key, verify_note
 from worker.io.ledger_writer import parquet_key, verify_candidate
 from worker.io.runtime import Runtime
 from worker.keys import TrustedKeys
@@ -208,8 +209,19 @@ async def verify_registry(
     5. with ``derived``: every row's commit object, sidecar and Parquet file
        agree with the rows (one read per row: not for monitors).
     """
+    async with bulk_reader(rt.bucket) as bulk:
+        return await _verify(rt, trusted, bulk, trusted_note=trusted_note, derived=derived)
+
+
+async def _verify(
+    rt: Runtime, trusted: TrustedKeys, bulk: BulkGet, *, trusted_note: bytes | None, derived: bool,
+) -> VerifyReport:
     started = time.perf_counter()
-    reader = LedgerReader(rt.bucket, trusted, rt.settings.checkpoint_name, rt.settings.checkpoint_key_names)
+    # Bundles and tiles through the lean bulk reader: verify hashes every byte of
+    # them against the signed checkpoint, so the S3 client's own checksum adds nothing.
+    reader = LedgerReader(
+        rt.bucket, trusted, rt.settings.checkpoint_name, rt.settings.checkpoint_key_names, bulk=bulk
+    )
     cp, _ = await reader.checkpoint()  # 1
     report = VerifyReport(derived=derived)
     start, edge, checker = 0, TreeEdge(), LineChecker()

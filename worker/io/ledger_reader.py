@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from worker._internal.s3 import Bucket
 from worker.constants import (
@@ -103,6 +103,12 @@ def verify_note(note: bytes, names: str | Sequence[str], trusted: TrustedKeys, o
     raise VerificationError(f"checkpoint is not signed by a trusted key ({'; '.join(errors)[:300]})")
 
 
+class BulkGet(Protocol):
+    """Reads of entry bundles and tiles (:func:`worker._internal.s3.bulk_reader`)."""
+
+    async def get(self, key: str, max_bytes: int) -> bytes: ...
+
+
 class LedgerReader:
     """Read-only access to the ledger in a registry bucket.
 
@@ -113,13 +119,17 @@ class LedgerReader:
             name checkpoints were signed under before the key name became the origin.
         key_names: further key names a checkpoint may be signed under
             (``Settings.checkpoint_key_names``).
+        bulk: reads entry bundles and tiles instead of ``bucket.get``: a reader
+            that checks every byte against the checkpoint (``kfm ledger verify``)
+            passes the lean :class:`~worker._internal.s3.BulkReader`.
     """
 
     def __init__(
         self, bucket: Bucket, trusted: TrustedKeys | None = None, checkpoint_name: str = "",
-        key_names: Sequence[str] = (),
+        key_names: Sequence[str] = (), bulk: BulkGet | None = None,
     ) -> None:
         self.bucket = bucket
+        self._bulk = bulk
         self.trusted = trusted
         self.checkpoint_name = checkpoint_name
         self.origin = checkpoint_origin(checkpoint_name, bucket.name)
@@ -173,6 +183,11 @@ class LedgerReader:
         """Rows covered by the latest published checkpoint."""
         return (await self.checkpoint())[0].size
 
+    async def _read(self, key: str, max_bytes: int) -> bytes:
+        if self._bulk is not None:
+            return await self._bulk.get(key, max_bytes)
+        return (await self.bucket.get(key, max_bytes))[0]
+
     async def tiles(self, needed: Iterable[Tile]) -> dict[Tile, bytes]:
         """Fetch tiles concurrently."""
         wanted = sorted(set(needed))
@@ -181,7 +196,7 @@ class LedgerReader:
         async def one(tile: Tile) -> bytes:
             async with sem:
                 try:
-                    return (await self.bucket.get(tile.key, TILE_WIDTH * merkle.HASH_SIZE))[0]
+                    return await self._read(tile.key, TILE_WIDTH * merkle.HASH_SIZE)
                 except NotFoundError:
                     pass
                 # A partial tile is deleted once its tile is full (tlog-tiles allows it): a
@@ -189,7 +204,7 @@ class LedgerReader:
                 if tile.width < TILE_WIDTH:
                     full = Tile(tile.level, tile.index, TILE_WIDTH)
                     try:
-                        data = (await self.bucket.get(full.key, TILE_WIDTH * merkle.HASH_SIZE))[0]
+                        data = await self._read(full.key, TILE_WIDTH * merkle.HASH_SIZE)
                         return data[: tile.width * merkle.HASH_SIZE]
                     except NotFoundError:
                         pass
@@ -204,13 +219,13 @@ class LedgerReader:
             VerificationError: missing.
         """
         try:
-            return (await self.bucket.get(entries_key(index, width), _BUNDLE_MAX))[0]
+            return await self._read(entries_key(index, width), _BUNDLE_MAX)
         except NotFoundError:
             pass
         # As for tiles: a partial bundle may be gone once its bundle is full.
         if width < TILE_WIDTH:
             try:
-                full = (await self.bucket.get(entries_key(index, TILE_WIDTH), _BUNDLE_MAX))[0]
+                full = await self._read(entries_key(index, TILE_WIDTH), _BUNDLE_MAX)
             except NotFoundError:
                 pass
             else:
