@@ -12,8 +12,8 @@ ledger in a fresh bucket of the local S3 (``KFM_*`` settings, read from
   why not ``ru_maxrss``);
 - ``verify_registry`` rows/s (in a child process, and ``kfm ledger verify`` as a
   process, with its peak memory and that of its pool workers), against the raw
-  baseline measured in the same run: the same bundles fetched the same way
-  and hashed with hashlib (SHA-256 of every line, RFC 6962 leaf hashes, the
+  baseline measured in the same run: the same bundles and tiles fetched the
+  same way and hashed with hashlib (SHA-256 of every line, RFC 6962 leaf hashes, the
   Merkle tree via ``TreeEdge``); both also from memory (no S3: CPU only), and
   verify's per-row checks on one core (cProfile at the smallest size);
 - ``prove``, ``show`` and ``list --limit 20`` latency through ``LedgerReader``
@@ -86,7 +86,7 @@ from worker.ledger.checkpoint import sign_checkpoint  # noqa: E402
 from worker.ledger.head import Head  # noqa: E402
 from worker.ledger.row import GENESIS_PREV, IndexCandidate, RowBody, leaf_bytes, parse_line  # noqa: E402
 from worker.ledger.state import Appender, Tip, extend  # noqa: E402
-from worker.ledger.tiles import TILE_WIDTH, TreeEdge, entries_key  # noqa: E402
+from worker.ledger.tiles import TILE_WIDTH, TreeEdge, entries_key, tiles_for_size  # noqa: E402
 from worker.topics import topic_specs  # noqa: E402
 from worker.utc import format_utc  # noqa: E402
 
@@ -662,18 +662,22 @@ async def load_into_memory(bucket: Bucket) -> MemoryBucket:
 
 
 async def raw_baseline(bucket: Any, trusted: TrustedKeys, name: str) -> tuple[int, float]:
-    """Fetch the same bundles the same way verify does, and hash them: SHA-256 of
+    """Fetch the same objects verify does, the same way, and hash them: every entry
+    bundle and every tile of the checkpoint's tree (verify compares the stored tiles
+    with the tree the rows make, so reading them is part of the work), SHA-256 of
     every line, its RFC 6962 leaf hash, the Merkle tree; (rows, seconds)."""
     t0 = time.perf_counter()
-    async with bulk_reader(bucket) as bulk:  # verify's own reads of bundles
+    async with bulk_reader(bucket) as bulk:  # verify's own reads of bundles and tiles
         reader = LedgerReader(bucket, trusted, name, bulk=bulk)
         cp, _ = await reader.checkpoint()
+        stored_tiles = asyncio.ensure_future(reader.tiles(tiles_for_size(cp.size)))
         edge = TreeEdge()
         sha256 = hashlib.sha256
         async for _, data in reader.bundles(0, cp.size):
             for line in data.split(b"\n")[:-1]:
                 sha256(line).digest()
                 edge.append(sha256(b"\x00" + line).digest())
+        await stored_tiles
     if edge.root() != cp.root:
         raise AssertionError("baseline: root differs from the checkpoint")
     return edge.size, time.perf_counter() - t0
