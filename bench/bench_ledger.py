@@ -86,7 +86,7 @@ from worker.ledger.checkpoint import sign_checkpoint  # noqa: E402
 from worker.ledger.head import Head  # noqa: E402
 from worker.ledger.row import GENESIS_PREV, IndexCandidate, RowBody, leaf_bytes, parse_line  # noqa: E402
 from worker.ledger.state import Appender, Tip, extend  # noqa: E402
-from worker.ledger.tiles import TILE_WIDTH, TreeEdge, entries_key, tiles_for_size  # noqa: E402
+from worker.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, TreeEdge, entries_key, tiles_for_size  # noqa: E402
 from worker.topics import topic_specs  # noqa: E402
 from worker.utc import format_utc  # noqa: E402
 
@@ -661,16 +661,28 @@ async def load_into_memory(bucket: Bucket) -> MemoryBucket:
     return MemoryBucket(bucket.name, dict(await asyncio.gather(*(one(k) for k in keys))))
 
 
+def all_tiles(size: int) -> list[Tile]:
+    """Every tile of the tree of ``size`` leaves: the full ones at each level and the
+    right edge's partial ones."""
+    out = list(tiles_for_size(size))
+    level = 0
+    while size >> (TILE_HEIGHT * (level + 1)):
+        out += [Tile(level, i, TILE_WIDTH) for i in range(size >> (TILE_HEIGHT * (level + 1)))]
+        level += 1
+    return out
+
+
 async def raw_baseline(bucket: Any, trusted: TrustedKeys, name: str) -> tuple[int, float]:
     """Fetch the same objects verify does, the same way, and hash them: every entry
-    bundle and every tile of the checkpoint's tree (verify compares the stored tiles
-    with the tree the rows make, so reading them is part of the work), SHA-256 of
-    every line, its RFC 6962 leaf hash, the Merkle tree; (rows, seconds)."""
+    bundle and every tile of the checkpoint's tree, full and partial, at every level
+    (verify compares each stored tile with the tree the rows make, so reading them is
+    part of the work: one GET per bundle and one per level-0 tile), SHA-256 of every
+    line, its RFC 6962 leaf hash, the Merkle tree; (rows, seconds)."""
     t0 = time.perf_counter()
     async with bulk_reader(bucket) as bulk:  # verify's own reads of bundles and tiles
         reader = LedgerReader(bucket, trusted, name, bulk=bulk)
         cp, _ = await reader.checkpoint()
-        stored_tiles = asyncio.ensure_future(reader.tiles(tiles_for_size(cp.size)))
+        stored_tiles = asyncio.ensure_future(reader.tiles(all_tiles(cp.size)))
         edge = TreeEdge()
         sha256 = hashlib.sha256
         async for _, data in reader.bundles(0, cp.size):

@@ -82,20 +82,35 @@ def test_a_range_may_start_mid_bundle() -> None:
     assert checker.seq == 700
 
 
-def test_the_process_pool_gives_the_same_results_in_order() -> None:
-    async def go() -> list[int]:
+def _through_pool(parts: list[tuple[int, bytes]]) -> tuple[str, LineChecker, list[int]]:
+    async def go() -> tuple[str, LineChecker, list[int]]:
         async def source() -> AsyncIterator[tuple[int, bytes]]:
-            for b in bundles(LINES):
+            for b in parts:
                 yield b
 
         checker = LineChecker()
         firsts = []
         async with _BundleChecker(1 << 20) as pool:  # above the threshold: uses the pool
-            assert pool._pool is not None
+            kind = type(pool._pool).__name__
             async for first, _, part in pool.stream(source(), 0):
                 checker.absorb(part)
                 firsts.append(first)
-        assert checker.seq == 700
-        return firsts
+        return kind, checker, firsts
 
-    assert asyncio.run(go()) == [0, 256, 512]
+    return asyncio.run(go())
+
+
+def test_the_pool_gives_the_same_results_in_order(scan_path: str) -> None:
+    kind, checker, firsts = _through_pool(bundles(LINES))
+    # Threads with the native scan (it holds no GIL), processes on the pure path.
+    assert kind == ("ThreadPoolExecutor" if scan_path == "native" else "ProcessPoolExecutor")
+    assert checker.seq == 700
+    assert firsts == [0, 256, 512]
+    assert checker.prev == hashlib.sha256(LINES[-1]).hexdigest()
+
+
+def test_a_bad_row_checked_in_the_pool_is_named() -> None:
+    lines = list(LINES)
+    lines[300] = lines[300].replace(b'"seq":300', b'"seq":301')
+    with pytest.raises(VerificationError, match="seq=30[01]"):
+        _through_pool(bundles(lines))
