@@ -210,13 +210,25 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a bundle request for the commit REF resolves to."""
     from datetime import UTC, datetime
 
+    from opentelemetry import trace
+
     from worker._internal.kafka import Producer
     from worker._internal.lakefs import LakeFS
     from worker.constants import TOPIC_EVENTS
     from worker.events import CommitEvent, event_key
-    from worker.tracing import headers_with_trace
+    from worker.tracing import headers_with_trace, init_tracing
+
+    # The event carries this command's traceparent, so the bundle's span tree continues the
+    # requester's trace, as it continues a webhook's.
+    init_tracing("kfm-cli", settings.otel_exporter)
+    tracer = trace.get_tracer("kfm.cli")
 
     async def go() -> int:
+        with tracer.start_as_current_span("kfm.checkpoint") as span:
+            span.set_attribute("lakefs.repository", args.repo)
+            return await publish()
+
+    async def publish() -> int:
         lakefs = LakeFS(settings)
         try:
             info = await _get_commit(lakefs, args.repo, args.ref)
@@ -235,6 +247,7 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
             commit_metadata=info.metadata,
             action_name="kfm checkpoint",
         )
+        trace.get_current_span().set_attribute("lakefs.commit", info.id)
         async with Producer(settings.kafka, timeout_s=settings.kafka_timeout_s) as producer:
             await producer.send(
                 settings.topic(TOPIC_EVENTS),

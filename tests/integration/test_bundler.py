@@ -193,6 +193,29 @@ async def test_same_commit_bundled_twice_is_byte_identical(
     assert ra["sha256"] == rb["sha256"] and ra["members"] == rb["members"] == 7
 
 
+async def test_kfm_checkpoint_sends_its_trace_and_the_bundle_continues_it(
+    env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str
+) -> None:
+    """`kfm checkpoint` starts a span and sends its W3C traceparent with the event; the
+    bundle's spans (whose trace id the candidate carries) are in that same trace."""
+    from worker.constants import TOPIC_EVENTS
+
+    repo = unique("cptrace")
+    await lakefs.create_repository(repo, f"local://{repo}")
+    commit = await populate(lakefs, repo)  # no action installed: only the command asks
+    start_e = await _offsets(settings, TOPIC_EVENTS)
+    start_c = await _offsets(settings, TOPIC_INDEX_CANDIDATES)
+    run_kfm(env, "checkpoint", "--repo", repo, "--ref", commit)
+    sent = [dict(h) for _, v, h in await read_since(settings.kafka_bootstrap, settings.topic(TOPIC_EVENTS), start_e,
+                                                    want=1, timeout=30)
+            if json.loads(v)["commit_id"] == commit]
+    assert len(sent) == 1, sent
+    version, trace_id, span_id, flags = sent[0]["traceparent"].decode().split("-")
+    assert version == "00" and int(flags, 16) & 1 and int(span_id, 16) and int(trace_id, 16), sent[0]
+    [cand] = [c for c in await _candidates(settings, start_c, want=1) if c["body"]["lakefs_commit"] == commit]
+    assert cand["body"]["otel_trace_id"] == trace_id
+
+
 async def test_failures_publish_no_candidate(
     env: dict[str, str], settings: Settings, lakefs: LakeFS, running: str
 ) -> None:
