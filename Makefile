@@ -78,7 +78,7 @@ BENCH_MIB ?= 1024
 ## verify from S3 is measured a second time against SeaweedFS on a stack of its own: moto closes
 ## every connection after one request (werkzeug's server), so from moto each GET is a new TCP
 ## connection on both sides, which a production S3 endpoint does not make its clients pay.
-SW := KFM_STACK_DIR=$(CURDIR)/.stack-bench-s3 KFM_STACK_S3_SERVER=seaweedfs KFM_STACK_S3_PORT=19300
+SW := KFM_STACK_DIR=$(CURDIR)/.stack-bench-s3 KFM_STACK_S3_SERVER=seaweedfs KFM_STACK_S3_PORT=19400
 bench: stack-up
 	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_verify.py --mib $(BENCH_MIB)
