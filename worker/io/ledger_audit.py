@@ -3,7 +3,7 @@
 These never write to the registry. ``verify_registry`` re-derives what the
 writer promised (canonical rows, chain, one row per commit, Merkle tiles,
 signed checkpoints) reading each entry bundle once, in constant memory except
-16 bytes per row for the one-row-per-commit check; ``replay`` rebuilds the
+8 bytes per row for the one-row-per-commit check; ``replay`` rebuilds the
 ledger from the writer topic alone and compares it row for row and root for
 root.
 """

@@ -120,9 +120,10 @@ class LineChecker:
     memory, straight from its entry bundles. It checks the same things in the
     same order (form, ``seq``, ``hash``, ``prev``) on the bytes as stored,
     without re-encoding a row. The one-row-per-commit rule needs to remember
-    every commit: 16 bytes per row (an 8-byte commit prefix and the seq),
-    sorted once at the end by :meth:`duplicate_commits`; equal prefixes are
-    reported with both seqs for the caller to confirm on the full ids.
+    every commit: 8 bytes per row (an 8-byte commit prefix; the rows fed are
+    consecutive, so a prefix's position is its seq), sorted once at the end
+    by :meth:`duplicate_commits`; equal prefixes are reported with both seqs
+    for the caller to confirm on the full ids.
 
     Args:
         seq: the ``seq`` of the first line fed (to check a suffix of the ledger).
@@ -134,8 +135,8 @@ class LineChecker:
         # None: the first row's prev is not known here; it is kept for the caller to link.
         self.prev = prev
         self.first_prev: str | None = None
+        self._first_seq = seq
         self._prefixes = array("Q")
-        self._seqs = array("Q")
 
     def check(self, line: bytes) -> LedgerRow:
         """Check the next line (without its newline) and return its row.
@@ -177,7 +178,6 @@ class LineChecker:
                 f"ledger row seq={seq} (line {self.seq + 1}): prev mismatch; it does not follow the row before it"
             )
         self._prefixes.append(int(commit[:16], 16))
-        self._seqs.append(seq)
         self.prev = hashlib.sha256(line).hexdigest()
         self.seq += 1
 
@@ -186,7 +186,6 @@ class LineChecker:
         if self.prev is None:
             self.first_prev = first_prev
         self._prefixes.frombytes(prefixes)
-        self._seqs.extend(range(self.seq, self.seq + count))
         self.seq += count
         self.prev = last_hash
 
@@ -206,7 +205,6 @@ class LineChecker:
                 f"ledger row seq={part.first_seq} (line {number}): prev mismatch; it does not follow the row before it"
             )
         self._prefixes.extend(part.prefixes)
-        self._seqs.extend(range(part.first_seq, part.first_seq + part.count))
         self.seq += part.count
         self.prev = part.last_hash
 
@@ -214,16 +212,17 @@ class LineChecker:
         """Pairs of seqs whose commits share an 8-byte prefix (first occurrence first)."""
         if len(self._prefixes) < 2:
             return []
-        prefixes = pa.array(self._prefixes, type=pa.uint64())
+        n = len(self._prefixes)
+        # Zero-copy over the array's buffer: the peak is the prefixes, their sort order and
+        # the sorted copy (24 bytes per row), not a copy of each as well.
+        prefixes = pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(self._prefixes)])
         order = pc.sort_indices(prefixes)
         ordered = prefixes.take(order)
-        seqs = pa.array(self._seqs, type=pa.uint64()).take(order)
-        n = len(ordered)
         same = pc.indices_nonzero(pc.equal(ordered.slice(1), ordered.slice(0, n - 1)))
         pairs: list[tuple[int, int]] = []
         for i in same.to_pylist():
-            a, b = seqs[i].as_py(), seqs[i + 1].as_py()
-            pairs.append((min(a, b), max(a, b)))
+            a, b = order[i].as_py(), order[i + 1].as_py()
+            pairs.append((self._first_seq + min(a, b), self._first_seq + max(a, b)))
         return pairs
 
 

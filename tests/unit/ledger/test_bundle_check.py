@@ -75,6 +75,18 @@ def test_duplicate_commits_across_bundles_are_found() -> None:
     assert link(bundles(lines)).duplicate_commits() == [(5, 300)]
 
 
+def test_duplicate_commits_in_a_range_are_named_by_their_seqs() -> None:
+    """A check that starts mid-ledger (``verify --from``) names duplicates by seq, not by position."""
+    rows = make_chain(600)
+    dup = next_row(rows[-1], rows[450].body())
+    lines = [leaf_bytes(r) for r in rows] + [leaf_bytes(dup)]
+    checker = LineChecker(seq=300, prev=hashlib.sha256(lines[299]).hexdigest())
+    for first, data in bundles(lines)[1:]:
+        checker.absorb(check_bundle(data, first, max(0, 300 - first)))
+    assert checker.seq == 601
+    assert checker.duplicate_commits() == [(450, 600)]
+
+
 def test_a_range_may_start_mid_bundle() -> None:
     checker = LineChecker(seq=300, prev=hashlib.sha256(LINES[299]).hexdigest())
     for first, data in bundles(LINES)[1:]:
