@@ -92,7 +92,7 @@ from worker.utc import format_utc  # noqa: E402
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 STEPS = ("writer", "verify", "reads", "replay")
-REPLAY_MAX = 100_000  # replay is measured at 10^4 and 10^5 only
+REPLAY_MAX = 100_000  # replay is measured at 10^4 and 10^5 unless --replay-max says more
 CHUNK = TILE_WIDTH * 16  # rows generated and uploaded per step of the build
 UPLOADS_IN_FLIGHT = 16
 KFM = [str(ROOT / ".venv" / "bin" / "kfm")]
@@ -855,7 +855,7 @@ class SizeRun:
         self.key = load_private_key(Path(self.settings.signing_key))
         self.trusted = TrustedKeys.from_dir(Path(self.settings.trusted_keys_dir))
         self.origin = checkpoint_origin(self.settings.checkpoint_name, self.bucket_name)
-        self.with_replay = n <= REPLAY_MAX and not args.no_replay and "replay" in args.steps
+        self.with_replay = n <= args.replay_max and not args.no_replay and "replay" in args.steps
         self.profile = n == min(args.sizes)
         self.query = sorted({0, n // 3, n // 2, n - 2, n - 1})  # commits with a row object, read back
         self.commits: dict[int, str] = {}
@@ -1171,6 +1171,9 @@ def main() -> int:
     ap.add_argument("--memory-max", type=int, default=200_000,
                     help="largest ledger also verified from memory (CPU only; it is held in RAM)")
     ap.add_argument("--no-replay", action="store_true", help="skip audit replay (and Kafka)")
+    ap.add_argument("--replay-max", type=int, default=REPLAY_MAX, metavar="ROWS",
+                    help=f"measure audit replay only at sizes up to ROWS (default {REPLAY_MAX:,}: a topic of "
+                         "10^6 candidates holds about 3 GB)")
     ap.add_argument("--dense-checkpoints", type=int, default=0, metavar="EVERY",
                     help="also measure verify and verify --from at the smallest size with an archived "
                          "checkpoint every EVERY rows (the writer archives one per batch)")
