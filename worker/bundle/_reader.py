@@ -21,7 +21,7 @@ from typing import IO, BinaryIO, Protocol, cast
 
 import zstandard
 
-from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundHash
+from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundHash, ChunkRing
 from worker.bundle.manifest import (
     MANIFEST_NAME,
     BundleManifest,
@@ -62,11 +62,15 @@ class MemberSink(Protocol):
     """Receives the content of each member as it streams past.
 
     ``end`` is called only after the member's size and SHA-256 matched.
+    ``write`` may be given a view of a buffer that is reused for a later
+    chunk (:class:`~worker.bundle._hashing.ChunkRing`): a sink uses it before
+    returning, copies it, or hands it to a default-depth
+    :class:`~worker.bundle._hashing.BackgroundWriter`.
     """
 
     def begin(self, member: BundleMember) -> None: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     def end(self) -> None: ...
 
@@ -77,7 +81,7 @@ class DiscardSink:
     def begin(self, member: BundleMember) -> None:
         pass
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         pass
 
     def end(self) -> None:
@@ -123,7 +127,7 @@ class _ZstdFrameChecker:
     def _fail(reason: str) -> VerificationError:
         return VerificationError(f"bundle: zstd stream does not decode: {reason}")
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         pos = 0
         while pos < len(data):
             if self._skip:
@@ -178,7 +182,12 @@ class _ZstdFrameChecker:
 
 
 class _HashingReader:
-    """Hash and count the compressed bytes, refusing more than ``max_bytes``."""
+    """Hash and count the compressed bytes, refusing more than ``max_bytes``.
+
+    Reads go into the buffers of a :class:`ChunkRing` when the source can
+    ``readinto`` (files can): the decoder is done with a chunk when it asks
+    for the next, and a background hash has a queue of the default depth.
+    """
 
     def __init__(
         self,
@@ -189,13 +198,21 @@ class _HashingReader:
         background: bool = False,
     ) -> None:
         self._raw = raw
+        self._readinto: Callable[[memoryview], int | None] | None = getattr(raw, "readinto", None)
+        self._ring = ChunkRing(CHUNK_SIZE)
         self._max = max_bytes
         self._frames = frames
         self._hash: BackgroundHash | hashlib._Hash = BackgroundHash() if background else hashlib.sha256()
         self.size = 0
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(CHUNK_SIZE if n is None or n < 0 else n)
+    def _next(self, n: int) -> bytes | memoryview:
+        if self._readinto is None or n > CHUNK_SIZE:
+            return self._raw.read(n)
+        buf = self._ring.next()[:n]
+        return buf[: self._readinto(buf) or 0]
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        data = self._next(CHUNK_SIZE if n is None or n < 0 else n)
         self.size += len(data)
         if self.size > self._max:
             raise VerificationError(f"bundle: larger than {self._max} bytes")
@@ -262,7 +279,7 @@ def _entry_bound(m: BundleMember) -> int:
 
 
 class _TarReader:
-    def __init__(self, stream: BinaryIO, max_bytes: int, at_eof: Callable[[], None]) -> None:
+    def __init__(self, stream: zstandard.ZstdDecompressionReader, max_bytes: int, at_eof: Callable[[], None]) -> None:
         self._s = stream
         self._max = max_bytes
         self._why = f"larger than {max_bytes} bytes"
@@ -295,6 +312,15 @@ class _TarReader:
             raise VerificationError(f"tar: truncated at offset {self.offset}")
         self._account(len(data))
         return data
+
+    def read_into(self, buf: memoryview) -> memoryview:
+        """As :meth:`read_some`, into ``buf`` (a :class:`ChunkRing` buffer): no new chunk allocated."""
+        n = self._s.readinto(buf)
+        if not n:
+            self._at_eof()
+            raise VerificationError(f"tar: truncated at offset {self.offset}")
+        self._account(n)
+        return buf[:n]
 
     def read_exact(self, n: int) -> bytes:
         parts = []
@@ -453,6 +479,7 @@ def _read_members(
 ) -> None:
     expected = {m.path: m for m in manifest.members}
     seen: set[str] = set()
+    ring = ChunkRing(CHUNK_SIZE)  # for the large members' chunks
     while (h := tar.next_header()) is not None:
         # (4) well formed: type, path, size limit, no duplicates.
         _check_entry(h)
@@ -472,12 +499,18 @@ def _read_members(
                 f"member {name}: size {h.size} != manifest size {member.size}"
             )
         seen.add(h.name)
-        digest = BackgroundHash() if h.size >= BACKGROUND_HASH_BYTES else hashlib.sha256()
+        big = h.size >= BACKGROUND_HASH_BYTES
+        digest = BackgroundHash() if big else hashlib.sha256()
         try:
             sink.begin(member)
             remaining = h.size
             while remaining:
-                chunk = tar.read_some(min(remaining, CHUNK_SIZE))
+                chunk: bytes | memoryview
+                if big:
+                    # Read by the hash thread and the sink's writer: default depths.
+                    chunk = tar.read_into(ring.next()[: min(remaining, CHUNK_SIZE)])
+                else:
+                    chunk = tar.read_some(min(remaining, CHUNK_SIZE))
                 digest.update(chunk)
                 sink.write(chunk)
                 remaining -= len(chunk)

@@ -79,7 +79,7 @@ class _DirSink:
         if member.size >= BACKGROUND_HASH_BYTES:
             self._writer = BackgroundWriter(self._fd)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._writer is not None:
             self._writer.write(data)
             return

@@ -24,7 +24,7 @@ from tests.unit.bundle.helpers import (
     zstd_compress,
 )
 from worker.bundle import extract_bundle, verify_bundle
-from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundWriter
+from worker.bundle._hashing import BACKGROUND_HASH_BYTES, QUEUE_DEPTH, BackgroundWriter, ChunkRing
 from worker.bundle.extract import staged_extraction
 from worker.errors import VerificationError
 from worker.keys import TrustedKeys
@@ -312,3 +312,42 @@ def test_a_write_error_on_the_writer_thread_is_raised(tmp_path: Path) -> None:
             writer.finish()
     finally:
         os.close(fd)
+
+
+class _ReadOnly:
+    """A stream with ``read`` and no ``readinto``: chunks come as the stream's own bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+
+@pytest.mark.parametrize("source", ["file", "read-only stream"])
+def test_chunks_in_reused_buffers_are_hashed_and_written_exactly(
+    tmp_path: Path, trusted: TrustedKeys, source: str
+) -> None:
+    """The compressed stream and large members pass through ChunkRing buffers, each reused
+    every QUEUE_DEPTH + 2 chunks while hash and writer threads still read earlier ones; one
+    overwritten too early would show as a wrong digest or a wrong file."""
+    data = os.urandom(11 << 20) + b"tail"  # incompressible: ~11 compressed chunks as well
+    bundle = build_bundle_bytes(tmp_path, {"models/m.bin": data, "c.yaml": b"k: v\n"})
+    src = tmp_path / "bundle.tar.zst"
+    src.write_bytes(bundle)
+    dest = tmp_path / "restore"
+    with staged_extraction(dest) as staging, src.open("rb") as f:
+        stream = f if source == "file" else _ReadOnly(bundle)
+        v = verify_bundle(stream, sign_for(bundle), trusted, DEFAULT_LIMITS, sink=staging.sink)  # type: ignore[arg-type]
+        staging.publish(v.manifest)
+    assert v.sha256 == hashlib.sha256(bundle).hexdigest()
+    assert (dest / "models" / "m.bin").read_bytes() == data
+    assert (dest / "c.yaml").read_bytes() == b"k: v\n"
+
+
+def test_a_chunk_ring_hands_out_its_buffers_in_turn() -> None:
+    ring = ChunkRing(16)
+    first = [ring.next() for _ in range(QUEUE_DEPTH + 2)]
+    assert len({id(v.obj) for v in first}) == QUEUE_DEPTH + 2  # distinct buffers
+    assert all(len(v) == 16 for v in first)
+    assert ring.next().obj is first[0].obj  # then the oldest again
