@@ -18,14 +18,31 @@ import threading
 __all__ = [
     "BACKGROUND_HASH_BYTES",
     "QUEUE_DEPTH",
+    "WRITE_BYTES",
     "BackgroundHash",
     "BackgroundWriter",
     "ChunkRing",
+    "write_all",
 ]
 
 #: A member at least this large is hashed on a thread of its own; below it,
 #: handing chunks over costs more than it saves.
 BACKGROUND_HASH_BYTES = 4 * 1024 * 1024
+
+#: The most one ``write`` to an extracted file hands the kernel. Why not a whole
+#: 1 MiB chunk: the page cache then takes 1 MiB folios, and on the virtual
+#: machines measured (2026-11-28) filling those cost ~2.3 s of system time per
+#: GiB written, against ~0.25 s in writes of 128-512 KiB (``tar -x`` writes
+#: 10 KiB at a time). Smaller writes are no slower anywhere.
+WRITE_BYTES = 256 * 1024
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd``, in writes of at most :data:`WRITE_BYTES` (os.write may write short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:WRITE_BYTES]) :]
+
 
 #: Chunks waiting in the queue of a :class:`BackgroundHash` or
 #: :class:`BackgroundWriter` by default; :class:`ChunkRing` relies on it.
@@ -126,10 +143,8 @@ class BackgroundWriter:
         while chunk := self._queue.get():
             if self._error is not None:
                 continue  # keep draining so the producer never blocks
-            view = memoryview(chunk)
             try:
-                while view:  # os.write may write short
-                    view = view[os.write(self._fd, view) :]
+                write_all(self._fd, chunk)
             except OSError as e:
                 self._error = e
 

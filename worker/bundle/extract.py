@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundWriter
+from worker.bundle._hashing import BACKGROUND_HASH_BYTES, BackgroundWriter, write_all
 from worker.bundle._reader import MemberSink, read_bundle
 from worker.bundle.manifest import BundleManifest, BundleMember, show_path
 from worker.errors import VerificationError
@@ -83,9 +83,7 @@ class _DirSink:
         if self._writer is not None:
             self._writer.write(data)
             return
-        view = memoryview(data)
-        while view:  # os.write may write short
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, data)
 
     def end(self) -> None:
         assert self._member is not None  # begin() always runs first
